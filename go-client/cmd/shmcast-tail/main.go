@@ -1,0 +1,247 @@
+// Command shmcast-tail is the Go twin of `shmcast tail` (docs/CLI.md): it
+// reads a shmcast segment and prints its messages. With --json and with
+// --verify its output is byte-for-byte that of the Rust command, so the two
+// can be diffed on the same segment.
+//
+//	shmcast-tail NAME [--from beginning|oldest|newest|next] [--count N]
+//	                  [--timeout SECONDS] [--json] [--verify]
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	shmcast "github.com/shmcast/shmcast/go-client"
+)
+
+const prog = "shmcast-tail"
+
+func main() {
+	// A closed standard output (| head) ends the command quietly with status
+	// 0, as it does for the Rust command, instead of killing it with SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type config struct {
+	name       string
+	from       shmcast.Start
+	count      uint64
+	countSet   bool
+	timeout    time.Duration
+	timeoutSet bool
+	json       bool
+	verify     bool
+}
+
+// run is the whole command; it returns the exit status: 0 on success, 1 on
+// an error, 2 on a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v\n", prog, err)
+		fmt.Fprintf(stderr, "usage: %s NAME [--from beginning|oldest|newest|next] [--count N] [--timeout SECONDS] [--json] [--verify]\n", prog)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	out := bufio.NewWriterSize(stdout, 64<<10)
+	err = tail(ctx, cfg, out)
+	if ferr := out.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil && !errors.Is(err, syscall.EPIPE) {
+		fmt.Fprintf(stderr, "%s: error: %v\n", prog, err)
+		return 1
+	}
+	return 0
+}
+
+func parseArgs(args []string, stderr io.Writer) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	from := fs.String("from", "oldest", "where to start: beginning, oldest, newest or next")
+	count := fs.Uint64("count", 0, "stop once received + lagged >= `N`")
+	timeout := fs.String("timeout", "", "stop when no message has arrived for `SECONDS`")
+	fs.BoolVar(&cfg.json, "json", false, "one JSON object per line")
+	fs.BoolVar(&cfg.verify, "verify", false, "check payloads against the generated pattern and print a summary")
+	// The flag package stops at the first operand; NAME may come first, so
+	// parse again after each one.
+	var operands []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return cfg, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		operands = append(operands, args[0])
+		args = args[1:]
+	}
+	if len(operands) != 1 {
+		return cfg, fmt.Errorf("expected exactly one segment NAME, got %d", len(operands))
+	}
+	cfg.name = operands[0]
+	var err error
+	if cfg.from, err = shmcast.ParseStart(*from); err != nil {
+		return cfg, fmt.Errorf("invalid --from %q: want beginning, oldest, newest or next", *from)
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "count":
+			cfg.count, cfg.countSet = *count, true
+		case "timeout":
+			cfg.timeoutSet = true
+		}
+	})
+	if cfg.timeoutSet {
+		secs, perr := strconv.ParseFloat(*timeout, 64)
+		if perr != nil || secs < 0 || math.IsInf(secs, 0) || math.IsNaN(secs) || secs > 1e9 {
+			return cfg, fmt.Errorf("invalid --timeout %q: want a non-negative number of seconds", *timeout)
+		}
+		cfg.timeout = time.Duration(secs * float64(time.Second))
+	}
+	return cfg, nil
+}
+
+func tail(ctx context.Context, cfg config, out *bufio.Writer) error {
+	r, err := shmcast.Open(cfg.name, shmcast.WithStart(cfg.from))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+
+	var received, lagged, corrupt uint64
+	buf := make([]byte, r.MaxPayload())
+	line := make([]byte, 0, 256)
+	var readErr error
+	for !cfg.countSet || received+lagged < cfg.count {
+		m, err := r.TryRead(buf)
+		if err == shmcast.ErrNoMessage {
+			// Flush before waiting, so that a live tail shows what it has.
+			if err := out.Flush(); err != nil {
+				return err
+			}
+			// As the Rust command does, the timeout counts from here, the
+			// moment there was nothing left to read.
+			rctx, cancel := ctx, context.CancelFunc(func() {})
+			if cfg.timeoutSet {
+				rctx, cancel = context.WithTimeout(ctx, cfg.timeout)
+			}
+			m, err = r.Read(rctx, buf)
+			cancel()
+		}
+		var lag *shmcast.LaggedError
+		var werr error
+		switch {
+		case err == nil:
+			received++
+			if cfg.verify && !shmcast.VerifyPattern(m.Seq, m.Data) {
+				corrupt++
+			}
+			switch {
+			case cfg.json:
+				line = appendJSON(line[:0], m)
+				_, werr = out.Write(line)
+			case !cfg.verify:
+				line = appendHuman(line[:0], m)
+				_, werr = out.Write(line)
+			}
+		case errors.As(err, &lag):
+			lagged += lag.Missed
+			switch {
+			case cfg.json:
+				_, werr = fmt.Fprintf(out, "{\"lagged\":%d}\n", lag.Missed)
+			case !cfg.verify:
+				_, werr = fmt.Fprintf(out, "lagged=%d\n", lag.Missed)
+			}
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			if cfg.countSet {
+				readErr = fmt.Errorf("timed out after %v without a message, with %d of %d messages (received + lagged)",
+					cfg.timeout, received+lagged, cfg.count)
+			}
+		case ctx.Err() != nil: // interrupted
+			if cfg.countSet {
+				readErr = fmt.Errorf("interrupted with %d of %d messages (received + lagged)", received+lagged, cfg.count)
+			}
+		default:
+			readErr = err
+		}
+		if werr != nil {
+			return werr // standard output is gone: nothing more can be shown
+		}
+		if err != nil && lag == nil {
+			break
+		}
+	}
+	if cfg.verify {
+		if _, err := fmt.Fprintf(out, "received=%d lagged=%d corrupt=%d\n", received, lagged, corrupt); err != nil {
+			return err
+		}
+		if readErr == nil && corrupt > 0 {
+			readErr = fmt.Errorf("%d of %d payloads did not match the generated pattern", corrupt, received)
+		}
+	}
+	return readErr
+}
+
+// appendJSON writes {"seq":SEQ,"len":LEN,"data":"BASE64"} and a newline.
+func appendJSON(b []byte, m shmcast.Message) []byte {
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, m.Seq, 10)
+	b = append(b, `,"len":`...)
+	b = strconv.AppendInt(b, int64(len(m.Data)), 10)
+	b = append(b, `,"data":"`...)
+	b = base64.StdEncoding.AppendEncode(b, m.Data)
+	return append(b, "\"}\n"...)
+}
+
+// appendHuman writes seq=SEQ len=LEN TEXT, TEXT being the payload when it is
+// printable UTF-8 and hex:... otherwise.
+func appendHuman(b []byte, m shmcast.Message) []byte {
+	b = append(b, "seq="...)
+	b = strconv.AppendUint(b, m.Seq, 10)
+	b = append(b, " len="...)
+	b = strconv.AppendInt(b, int64(len(m.Data)), 10)
+	b = append(b, ' ')
+	if printable(m.Data) {
+		b = append(b, m.Data...)
+	} else {
+		b = append(b, "hex:"...)
+		b = hex.AppendEncode(b, m.Data)
+	}
+	return append(b, '\n')
+}
+
+// printable: valid UTF-8 without control characters (Rust's char::is_control
+// is the same Cc category as unicode.IsControl).
+func printable(p []byte) bool {
+	if !utf8.Valid(p) {
+		return false
+	}
+	for _, c := range string(p) {
+		if unicode.IsControl(c) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shmcast/shmcast/go-client/internal/segtest"
+)
+
+func segment(t *testing.T, capacity uint64) (*segtest.Writer, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "seg")
+	w, unmap, err := segtest.Create(path, capacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unmap)
+	return w, path
+}
+
+func runTail(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestJSON(t *testing.T) {
+	w, path := segment(t, 4096)
+	var want strings.Builder
+	for i := range 5 {
+		seq, _ := w.PublishPattern(i * 3)
+		p := segtest.Pattern(seq, i*3)
+		fmt.Fprintf(&want, "{\"seq\":%d,\"len\":%d,\"data\":\"%s\"}\n", seq, len(p), base64.StdEncoding.EncodeToString(p))
+	}
+	code, out, errOut := runTail(path, "--json", "--timeout", "0")
+	if code != 0 || out != want.String() || errOut != "" {
+		t.Fatalf("code %d\nstdout:\n%s\nwant:\n%s\nstderr: %s", code, out, want.String(), errOut)
+	}
+	// Flags before NAME and the --flag=value form work too.
+	code, out2, _ := runTail("--json", "--timeout=0.01", "--from=oldest", path)
+	if code != 0 || out2 != out {
+		t.Fatalf("flags before NAME: code %d, output %q", code, out2)
+	}
+}
+
+func TestLaggedAndVerify(t *testing.T) {
+	w, path := segment(t, 4096)
+	for range 100 {
+		w.PublishPattern(300)
+	}
+	code, out, _ := runTail(path, "--from", "beginning", "--json", "--verify", "--timeout", "0")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 0 || !strings.HasPrefix(lines[0], `{"lagged":`) {
+		t.Fatalf("code %d, output %q", code, out)
+	}
+	var missed, received int
+	fmt.Sscanf(lines[0], `{"lagged":%d}`, &missed)
+	received = len(lines) - 2
+	if want := fmt.Sprintf("received=%d lagged=%d corrupt=0", received, missed); lines[len(lines)-1] != want || received+missed != 100 {
+		t.Fatalf("summary %q, want %q (of 100)", lines[len(lines)-1], want)
+	}
+	// --verify alone prints the summary only.
+	code, out, _ = runTail(path, "--from", "beginning", "--verify", "--timeout", "0")
+	if want := fmt.Sprintf("received=%d lagged=%d corrupt=0\n", received, missed); code != 0 || out != want {
+		t.Fatalf("code %d, output %q, want %q", code, out, want)
+	}
+}
+
+func TestVerifyCorrupt(t *testing.T) {
+	w, path := segment(t, 4096)
+	w.PublishPattern(10)
+	w.Publish([]byte("not the pattern"))
+	code, out, errOut := runTail(path, "--verify", "--timeout", "0")
+	if code != 1 || out != "received=2 lagged=0 corrupt=1\n" || !strings.HasPrefix(errOut, "shmcast-tail: error: ") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestCountAndTimeout(t *testing.T) {
+	w, path := segment(t, 4096)
+	for range 5 {
+		w.PublishPattern(8)
+	}
+	code, out, _ := runTail(path, "--count", "3", "--json")
+	if code != 0 || strings.Count(out, "\n") != 3 {
+		t.Fatalf("--count 3: code %d, output %q", code, out)
+	}
+	code, _, errOut := runTail(path, "--count", "10", "--timeout", "0.05")
+	if code != 1 || !strings.Contains(errOut, "shmcast-tail: error: timed out") {
+		t.Fatalf("--count 10: code %d, stderr %q", code, errOut)
+	}
+}
+
+func TestHuman(t *testing.T) {
+	w, path := segment(t, 4096)
+	w.Publish([]byte("hello world"))
+	w.Publish([]byte{0xff, 0x00})
+	code, out, _ := runTail(path, "--timeout", "0")
+	if want := "seq=1 len=11 hello world\nseq=2 len=2 hex:ff00\n"; code != 0 || out != want {
+		t.Fatalf("code %d, output %q, want %q", code, out, want)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{}, 2},
+		{[]string{"a", "b"}, 2},
+		{[]string{"x", "--from", "latest"}, 2},
+		{[]string{"x", "--timeout", "soon"}, 2},
+		{[]string{"x", "--timeout", "-1"}, 2},
+		{[]string{"x", "--count", "-1"}, 2},
+		{[]string{"x", "--bogus"}, 2},
+		{[]string{"shmcast-go-test-no-such-segment", "--timeout", "0"}, 1},
+		{[]string{"./no/such/file", "--timeout", "0"}, 1},
+	} {
+		code, _, errOut := runTail(tc.args...)
+		if code != tc.code || !strings.Contains(errOut, "shmcast-tail: error: ") {
+			t.Errorf("%q: code %d (want %d), stderr %q", tc.args, code, tc.code, errOut)
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package shmcast
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+// Sentinel errors. Every error this package returns for a bad segment wraps
+// exactly one of them, so callers can branch with [errors.Is]; the typed
+// errors ([*HeaderError], [*CorruptError], [*LaggedError],
+// [*ShortBufferError]) carry the details for [errors.As].
+//
+// A segment that does not exist or may not be opened is reported with the
+// operating system's error, which matches [io/fs.ErrNotExist] or
+// [io/fs.ErrPermission]. A closed [Reader] returns [os.ErrClosed].
+var (
+	// ErrTruncated: the file is shorter than the 4096-byte producer header.
+	ErrTruncated = errors.New("shmcast: segment truncated")
+	// ErrNotInitialized: the magic word is still zero; the producer may be
+	// creating the segment right now, so retrying can succeed.
+	ErrNotInitialized = errors.New("shmcast: segment not initialised")
+	// ErrBadMagic: the file is not a shmcast segment.
+	ErrBadMagic = errors.New("shmcast: bad magic")
+	// ErrUnsupportedVersion: the layout version is not 1.
+	ErrUnsupportedVersion = errors.New("shmcast: unsupported layout version")
+	// ErrUnsupportedFlags: the header has a flag bit this reader does not know.
+	ErrUnsupportedFlags = errors.New("shmcast: unsupported flags")
+	// ErrInvalidHeader: data_offset or capacity is out of range.
+	ErrInvalidHeader = errors.New("shmcast: invalid header")
+	// ErrSizeMismatch: the file size is not data_offset + capacity.
+	ErrSizeMismatch = errors.New("shmcast: segment size does not match its header")
+	// ErrCorrupt: the ring holds something a valid producer never writes, or
+	// the producer overran the reader too many times in a row to resync.
+	ErrCorrupt = errors.New("shmcast: corrupt segment")
+	// ErrNoMessage is returned by the non-blocking reads when no new message
+	// has been committed yet. It is not a failure: try again later.
+	ErrNoMessage = errors.New("shmcast: no new message")
+	// ErrLagged matches every [*LaggedError] with [errors.Is].
+	ErrLagged = errors.New("shmcast: lagged")
+)
+
+// errConcurrentUse reports that two goroutines read from one Reader at once,
+// which the concurrency contract forbids.
+var errConcurrentUse = errors.New("shmcast: Reader used by two goroutines at once")
+
+// errIterReused is yielded by a Messages sequence ranged over a second time.
+var errIterReused = errors.New("shmcast: Messages sequence is single-use and was already ranged over")
+
+// HeaderError describes why a segment's header was rejected. Err is one of
+// ErrTruncated, ErrNotInitialized, ErrBadMagic, ErrUnsupportedVersion,
+// ErrUnsupportedFlags, ErrInvalidHeader or ErrSizeMismatch.
+type HeaderError struct {
+	Path  string // file that was opened
+	Err   error  // the sentinel
+	Field string // "size", "magic", "version", "flags", "data_offset" or "capacity"
+	Got   uint64 // the value found
+	Want  uint64 // the value expected, where there is a single one
+}
+
+func (e *HeaderError) Error() string {
+	prefix := e.Err.Error() + ": " + e.Path
+	switch e.Field {
+	case "magic", "flags":
+		return fmt.Sprintf("%s: %s %#x", prefix, e.Field, e.Got)
+	case "capacity":
+		return fmt.Sprintf("%s: capacity %d is not a power of two in [4096, 2^40]", prefix, e.Got)
+	case "size":
+		if e.Err == ErrTruncated {
+			return fmt.Sprintf("%s: size %d, need at least %d", prefix, e.Got, e.Want)
+		}
+	}
+	if e.Err == ErrNotInitialized {
+		return prefix
+	}
+	return fmt.Sprintf("%s: %s %d, want %d", prefix, e.Field, e.Got, e.Want)
+}
+
+func (e *HeaderError) Unwrap() error { return e.Err }
+
+// CorruptError reports a record or control word that no valid producer
+// writes. It wraps ErrCorrupt.
+type CorruptError struct {
+	Pos    uint64 // stream position the reader was looking at
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return "shmcast: corrupt segment at position " + strconv.FormatUint(e.Pos, 10) + ": " + e.Reason
+}
+
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+func corrupt(pos uint64, reason string) error { return &CorruptError{Pos: pos, Reason: reason} }
+
+// LaggedError reports that the producer overwrote Missed messages before this
+// reader could read them (it was lapped). It is not fatal: the reader has
+// already moved to the oldest retained message, and the next read returns
+// it. It matches ErrLagged with [errors.Is].
+type LaggedError struct {
+	Missed uint64
+}
+
+func (e *LaggedError) Error() string {
+	return "shmcast: lagged by " + strconv.FormatUint(e.Missed, 10) + " messages"
+}
+
+// Is makes errors.Is(err, ErrLagged) true.
+func (e *LaggedError) Is(target error) bool { return target == ErrLagged }
+
+// ShortBufferError is returned by a copying read when the caller's buffer
+// cannot hold the next message. The reader does not advance: retry with a
+// buffer of at least Need bytes ([Reader.MaxPayload] is always enough). It
+// wraps [io.ErrShortBuffer].
+type ShortBufferError struct {
+	Need int
+}
+
+func (e *ShortBufferError) Error() string {
+	return "shmcast: buffer too small for message of " + strconv.Itoa(e.Need) + " bytes"
+}
+
+func (e *ShortBufferError) Unwrap() error { return io.ErrShortBuffer }

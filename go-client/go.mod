@@ -1,0 +1,3 @@
+module github.com/shmcast/shmcast/go-client
+
+go 1.26

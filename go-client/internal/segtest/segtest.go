@@ -1,0 +1,200 @@
+// Package segtest is a TEST FIXTURE, not a producer: a minimal
+// single-goroutine implementation of the publish algorithm of
+// docs/LAYOUT.md over a byte slice, so that the Go reader can be tested
+// (wrap-around, padding, laps, hostile mutations, fuzz seeds) without the
+// Rust producer. It trusts its caller, takes no lock and has no liveness.
+// The real producer is the Rust crate.
+package segtest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+)
+
+// Layout constants, duplicated from docs/LAYOUT.md on purpose: the fixture
+// must not share the reader's code, or a misreading of the document would
+// cancel out in the tests.
+const (
+	Magic      = 0x00545341434D4853
+	DataOffset = 8192
+	OffVersion = 0x008
+	OffDataOff = 0x010
+	OffCap     = 0x018
+	OffFlags   = 0x020
+	OffEpoch   = 0x028
+	OffPID     = 0x030
+	OffCreated = 0x038
+	OffIntent  = 0x080
+	OffHead    = 0x100
+	OffLatest  = 0x108
+	Pad        = uint64(1) << 63
+)
+
+// Writer publishes into Mem, a whole segment (DataOffset + Capacity bytes).
+type Writer struct {
+	Mem      []byte
+	Capacity uint64
+	tail     uint64
+	nextSeq  uint64
+	head     uint64
+}
+
+// NewMem returns a zeroed, 8-byte aligned buffer of n bytes on the heap.
+func NewMem(n int) []byte {
+	words := make([]uint64, (n+7)/8)
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), n)
+}
+
+// Init writes the header of a new segment into mem (zero-filled,
+// DataOffset + capacity bytes) the way the producer does: identity fields
+// and latest first, magic last.
+func Init(mem []byte, capacity uint64) *Writer {
+	w := &Writer{Mem: mem, Capacity: capacity, nextSeq: 1}
+	w.Store(OffVersion, 1)
+	w.Store(OffDataOff, DataOffset)
+	w.Store(OffCap, capacity)
+	w.Store(OffEpoch, 1)
+	w.Store(OffPID, 4242) // fixed, so regenerated fixtures do not change
+	w.Store(OffCreated, 1_700_000_000_000_000_000)
+	w.Store(OffLatest, ^uint64(0))
+	w.Store(0, Magic)
+	return w
+}
+
+// NewHeap returns a Writer over a fresh heap segment.
+func NewHeap(capacity uint64) *Writer {
+	return Init(NewMem(int(DataOffset+capacity)), capacity)
+}
+
+// Create makes a segment file at path, maps it read-write and shared, and
+// returns a Writer over the mapping and a function that unmaps it.
+func Create(path string, capacity uint64) (*Writer, func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	size := int(DataOffset + capacity)
+	if err := f.Truncate(int64(size)); err != nil {
+		return nil, nil, err
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, nil, err
+	}
+	return Init(mem, capacity), func() { syscall.Munmap(mem) }, nil
+}
+
+func (w *Writer) word(off uint64) *uint64 {
+	if off%8 != 0 || off+8 > uint64(len(w.Mem)) {
+		panic(fmt.Sprintf("segtest: bad word offset %d", off))
+	}
+	return (*uint64)(unsafe.Pointer(&w.Mem[off]))
+}
+
+// Store atomically stores v at byte offset off of the segment.
+func (w *Writer) Store(off, v uint64) { atomic.StoreUint64(w.word(off), v) }
+
+// Load atomically loads the word at byte offset off of the segment.
+func (w *Writer) Load(off uint64) uint64 { return atomic.LoadUint64(w.word(off)) }
+
+// RingOff is the segment offset of stream position p.
+func (w *Writer) RingOff(p uint64) uint64 { return DataOffset + p&(w.Capacity-1) }
+
+// MaxPayload is capacity/4 - 16.
+func (w *Writer) MaxPayload() int { return int(w.Capacity/4 - 16) }
+
+// NextSeq is the sequence number the next Publish gets.
+func (w *Writer) NextSeq() uint64 { return w.nextSeq }
+
+// Tail is the next free position.
+func (w *Writer) Tail() uint64 { return w.tail }
+
+func align8(n uint64) uint64 { return (n + 7) &^ 7 }
+
+// Publish publishes payload and returns its sequence number and position,
+// following the numbered steps of docs/LAYOUT.md.
+func (w *Writer) Publish(payload []byte) (seq, pos uint64) {
+	n := uint64(len(payload))
+	if n > uint64(w.MaxPayload()) {
+		panic("segtest: payload too large")
+	}
+	capacity := w.Capacity
+	// 1-3
+	span := 16 + align8(n)
+	off := w.tail & (capacity - 1)
+	padAt, padded := uint64(0), false
+	pos = w.tail
+	if off+span > capacity {
+		padAt, padded = w.tail, true
+		pos = w.tail + (capacity - off)
+	}
+	end := pos + span
+	limit := end + 8
+	// 4. evict
+	if limit > capacity {
+		old := w.head
+		for w.head < limit-capacity {
+			c := w.Load(w.RingOff(w.head))
+			if c&Pad != 0 {
+				w.head = (w.head | (capacity - 1)) + 1
+			} else {
+				l := w.Load(w.RingOff(w.head+8)) & 0xFFFF_FFFF
+				w.head += 16 + align8(l)
+			}
+		}
+		if w.head != old {
+			w.Store(OffHead, w.head)
+		}
+	}
+	// 5. intent (Go atomics are sequentially consistent: the store is also
+	// the fence)
+	w.Store(OffIntent, limit)
+	// 6. length, payload, cleared next word
+	w.Store(w.RingOff(pos+8), n)
+	var buf [8]byte
+	for i := uint64(0); i < align8(n); i += 8 {
+		clear(buf[:])
+		copy(buf[:], payload[i:min(i+8, n)])
+		w.Store(w.RingOff(pos+16+i), binary.LittleEndian.Uint64(buf[:]))
+	}
+	w.Store(w.RingOff(end), 0)
+	// 7. commit
+	seq = w.nextSeq
+	w.Store(w.RingOff(pos), seq)
+	// 8. padding
+	if padded {
+		w.Store(w.RingOff(padAt), seq|Pad)
+	}
+	// 9.
+	w.Store(OffLatest, pos)
+	w.tail = end
+	w.nextSeq = seq + 1
+	return seq, pos
+}
+
+// Pattern is the generated payload of docs/LAYOUT.md, implemented here
+// independently of the package under test.
+func Pattern(seq uint64, n int) []byte {
+	out := make([]byte, 0, n+8)
+	state := seq ^ uint64(n)<<40
+	for len(out) < n {
+		state += 0x9E3779B97F4A7C15
+		z := state
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+		z ^= z >> 31
+		out = binary.LittleEndian.AppendUint64(out, z)
+	}
+	return out[:n]
+}
+
+// PublishPattern publishes the generated payload of n bytes for the next
+// sequence number.
+func (w *Writer) PublishPattern(n int) (seq, pos uint64) {
+	return w.Publish(Pattern(w.nextSeq, n))
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package shmcast
+
+const raceEnabled = false

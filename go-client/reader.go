@@ -1,0 +1,542 @@
+package shmcast
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Start says where a new Reader begins (docs/LAYOUT.md, "Joining").
+type Start int
+
+const (
+	// Oldest starts at the oldest message still retained in the ring.
+	Oldest Start = iota
+	// Beginning starts at the first message ever published; whatever was
+	// already overwritten is reported as a lap by the first read, so that
+	// received + missed counts every message.
+	Beginning
+	// Newest starts at the newest committed message, which is delivered.
+	Newest
+	// Next delivers only messages published after the Reader joined.
+	Next
+)
+
+var startNames = [...]string{Oldest: "oldest", Beginning: "beginning", Newest: "newest", Next: "next"}
+
+func (s Start) String() string {
+	if s >= 0 && int(s) < len(startNames) {
+		return startNames[s]
+	}
+	return fmt.Sprintf("Start(%d)", int(s))
+}
+
+// ParseStart parses "beginning", "oldest", "newest" or "next".
+func ParseStart(s string) (Start, error) {
+	for i, name := range startNames {
+		if s == name {
+			return Start(i), nil
+		}
+	}
+	return 0, fmt.Errorf("shmcast: unknown start %q (want beginning, oldest, newest or next)", s)
+}
+
+// Message is one delivered message. Data aliases the buffer passed to the
+// read that returned it.
+type Message struct {
+	Seq  uint64
+	Data []byte
+}
+
+// Reader reads messages from one segment.
+//
+// Concurrency: a Reader is used by one goroutine at a time. Close is the
+// exception: it may be called from any goroutine, at any time, any number of
+// times. It wakes a read blocked in Read, ReadFunc or a Messages loop, which
+// then returns os.ErrClosed, and every later call returns os.ErrClosed. The
+// mapping is never unmapped while a read is touching it: if Close runs during
+// a read, the unmapping is left to that read, which does it as soon as it has
+// finished with the mapping (after the payload copy or the callback).
+type Reader struct {
+	// Immutable after open.
+	ring       []byte         // the ring, len == capacity; aliases the mapping
+	ringPtr    unsafe.Pointer // &ring[0], 8-byte aligned
+	intentPtr  *uint64
+	headPtr    *uint64
+	latestPtr  *uint64
+	capacity   uint64
+	mask       uint64
+	maxPayload uint64
+	hdr        Header
+	path       string
+	pollMax    time.Duration
+	unmap      func() error // nil for readers over ordinary memory (tests)
+
+	// Owned by the reading goroutine.
+	pos   uint64 // position of the next record
+	seq   uint64 // its expected sequence number
+	timer *time.Timer
+
+	state   atomic.Uint32 // stBusy | stClosed
+	closing chan struct{} // closed by Close, wakes blocked reads
+}
+
+const (
+	stBusy   = 1 // a read is touching the mapping
+	stClosed = 2 // Close has been called
+
+	// maxResync bounds every retry loop that a moving producer can force, so
+	// that a static corrupt segment cannot make a reader spin for ever. A
+	// live producer that overruns a reader this many times in a row, between
+	// two of its loads, is in practice a reader that cannot keep up at all.
+	maxResync = 1000
+
+	spinPolls    = 64 // polls with runtime.Gosched before sleeping
+	minPollSleep = 10 * time.Microsecond
+	defPollMax   = time.Millisecond // longest sleep between two polls
+)
+
+// newReader builds a Reader over mem, a whole segment whose header has been
+// validated into hdr. mem must be 8-byte aligned and exactly
+// hdr.DataOffset + hdr.Capacity bytes long.
+func newReader(mem []byte, hdr Header, path string, unmap func() error, o options) (*Reader, error) {
+	base := unsafe.Pointer(unsafe.SliceData(mem))
+	r := &Reader{
+		ring:       mem[hdr.DataOffset : hdr.DataOffset+hdr.Capacity : hdr.DataOffset+hdr.Capacity],
+		intentPtr:  (*uint64)(unsafe.Add(base, offIntent)),
+		headPtr:    (*uint64)(unsafe.Add(base, offHead)),
+		latestPtr:  (*uint64)(unsafe.Add(base, offLatest)),
+		capacity:   hdr.Capacity,
+		mask:       hdr.Capacity - 1,
+		maxPayload: uint64(hdr.MaxPayload()),
+		hdr:        hdr,
+		path:       path,
+		pollMax:    o.pollMax,
+		unmap:      unmap,
+		closing:    make(chan struct{}),
+	}
+	r.ringPtr = unsafe.Pointer(unsafe.SliceData(r.ring))
+	if r.pollMax <= 0 {
+		r.pollMax = defPollMax
+	}
+	if err := r.join(o.start); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Header returns the segment's identity block as validated when it was opened.
+func (r *Reader) Header() Header { return r.hdr }
+
+// Path is the file the Reader mapped.
+func (r *Reader) Path() string { return r.path }
+
+// MaxPayload is the largest payload the segment can carry; a buffer of this
+// size never gets a ShortBufferError.
+func (r *Reader) MaxPayload() int { return int(r.maxPayload) }
+
+// NextSeq is the sequence number the next delivered message is expected to
+// have. After a lap it jumps past the missed messages, so for a Reader that
+// started at Beginning, NextSeq()-1 == received + missed.
+func (r *Reader) NextSeq() uint64 { return r.seq }
+
+// ringWord loads the word at stream position p. Masking keeps the index
+// inside the ring and 8-aligned whatever p is, so a garbage position read
+// from the segment can never reach outside the mapping.
+func (r *Reader) ringWord(p uint64) uint64 {
+	return atomic.LoadUint64((*uint64)(unsafe.Add(r.ringPtr, p&r.mask&^7)))
+}
+
+func (r *Reader) intent() uint64 { return atomic.LoadUint64(r.intentPtr) }
+
+// lappedAt reports whether the producer has started overwriting position p
+// (intent > p + capacity), without overflowing.
+func (r *Reader) lappedAt(p, intent uint64) bool {
+	return intent > r.capacity && intent-r.capacity > p
+}
+
+// All loads below are sequentially consistent sync/atomic loads, which are
+// at least the relaxed-load-plus-acquire-fence pairs docs/LAYOUT.md asks for;
+// the only place that needs more is after a plain payload copy (loadFence).
+
+// join positions the reader as docs/LAYOUT.md "Joining" describes.
+func (r *Reader) join(start Start) error {
+	switch start {
+	case Beginning:
+		r.pos, r.seq = 0, 1
+		return nil
+	case Oldest:
+		if atomic.LoadUint64(r.latestPtr) == noLatest {
+			r.pos, r.seq = 0, 1
+			return nil
+		}
+		for range maxResync {
+			h := atomic.LoadUint64(r.headPtr)
+			if h&7 != 0 {
+				return corrupt(h, "head is not a multiple of 8")
+			}
+			w := r.ringWord(h)
+			if r.lappedAt(h, r.intent()) {
+				continue // the producer overran head while we loaded it
+			}
+			s := w &^ padBit
+			if s == 0 {
+				return corrupt(h, "no record at head")
+			}
+			r.pos, r.seq = h, s
+			return nil
+		}
+		return corrupt(r.pos, "overrun by the producer while joining")
+	case Newest, Next:
+		for range maxResync {
+			l := atomic.LoadUint64(r.latestPtr)
+			if l == noLatest {
+				r.pos, r.seq = 0, 1
+				return nil
+			}
+			if l&7 != 0 {
+				return corrupt(l, "latest is not a multiple of 8")
+			}
+			off := l & r.mask
+			w := r.ringWord(l)
+			var n uint64
+			if start == Next && off <= r.capacity-recordHead {
+				// Loaded before the intent check, so a torn length is caught too.
+				n = uint64(uint32(r.ringWord(l + 8)))
+			}
+			if r.lappedAt(l, r.intent()) {
+				continue
+			}
+			if w == 0 || w&padBit != 0 {
+				return corrupt(l, fmt.Sprintf("latest does not point at a committed message (commit word %#x)", w))
+			}
+			if start == Newest {
+				r.pos, r.seq = l, w
+				return nil
+			}
+			if off > r.capacity-recordHead || n > r.maxPayload || off+recordHead+align8(n) > r.capacity {
+				return corrupt(l, fmt.Sprintf("length %d of the latest message is out of range", n))
+			}
+			r.pos, r.seq = l+recordHead+align8(n), w+1
+			return nil
+		}
+		return corrupt(r.pos, "overrun by the producer while joining")
+	}
+	return fmt.Errorf("shmcast: invalid start %v", start)
+}
+
+// resync handles a lap at r.pos ("Lapped" in docs/LAYOUT.md): it moves the
+// reader to the oldest retained record and returns the *LaggedError to
+// report. It returns nil when that record is the one the reader was waiting
+// for (sameOK: the reader sat on a padding record whose message is still
+// intact, so nothing was lost and the read should simply go on), and a
+// *CorruptError when the control words are impossible.
+func (r *Reader) resync(sameOK bool) error {
+	for range maxResync {
+		in := r.intent()
+		h := atomic.LoadUint64(r.headPtr)
+		if h&7 != 0 {
+			return corrupt(h, "head is not a multiple of 8")
+		}
+		if r.lappedAt(h, in) {
+			return corrupt(h, fmt.Sprintf("head is more than a ring behind intent %d", in))
+		}
+		w := r.ringWord(h)
+		if r.lappedAt(h, r.intent()) {
+			runtime.Gosched() // give the producer the CPU it is overrunning us with
+			continue
+		}
+		s := w &^ padBit
+		switch {
+		case s > r.seq:
+			missed := s - r.seq
+			r.pos, r.seq = h, s
+			return &LaggedError{Missed: missed}
+		case s == r.seq && sameOK && h > r.pos:
+			r.pos = h
+			return nil
+		default:
+			return corrupt(h, fmt.Sprintf("oldest retained sequence %d is not after the expected %d", s, r.seq))
+		}
+	}
+	return corrupt(r.pos, "overrun by the producer too many times in a row")
+}
+
+// locate runs steps 1 to 3 of the read algorithm up to the payload copy: it
+// returns the ring offset and length of the committed message at r.pos,
+// ErrNoMessage, a *LaggedError or a *CorruptError. The returned record lies
+// inside the ring (offset + 16 + align8(n) <= capacity) whatever the segment
+// holds.
+func (r *Reader) locate() (off, n uint64, err error) {
+	// At most: one padding hop, one lossless resync, one more hop.
+	for range 4 {
+		pos := r.pos
+		off = pos & r.mask
+		w := r.ringWord(pos)
+		switch w {
+		case r.seq | padBit:
+			if off == 0 {
+				return 0, 0, corrupt(pos, "padding record at ring offset 0")
+			}
+			if r.lappedAt(pos, r.intent()) {
+				if err := r.resync(true); err != nil {
+					return 0, 0, err
+				}
+				continue
+			}
+			r.pos = pos - off + r.capacity // the message starts the next lap
+		case r.seq:
+			if off <= r.capacity-recordHead {
+				n = uint64(uint32(r.ringWord(pos + 8)))
+			} else {
+				n = ^uint64(0) // no room for a length word: impossible record
+			}
+			if n > r.maxPayload || off+recordHead+align8(n) > r.capacity {
+				if r.lappedAt(pos, r.intent()) {
+					if err := r.resync(true); err != nil {
+						return 0, 0, err
+					}
+					continue
+				}
+				return 0, 0, corrupt(pos, "message length out of range")
+			}
+			return off, n, nil
+		default:
+			if r.lappedAt(pos, r.intent()) {
+				if err := r.resync(true); err != nil {
+					return 0, 0, err
+				}
+				continue
+			}
+			return 0, 0, ErrNoMessage
+		}
+	}
+	return 0, 0, corrupt(r.pos, "no message after repeated padding or resync")
+}
+
+// valid is the seqlock re-check after the payload at r.pos was read: it
+// returns nil when no byte of the record can have been overwritten during the
+// read, else the lap to report.
+//
+// Ordering, the crux on arm64: the payload was read with plain loads
+// (memmove, or whatever the zero-copy callback did). A sync/atomic load is
+// LDAR on arm64, which keeps later accesses after it but lets earlier plain
+// loads be satisfied after it, so the re-load of intent could be ordered
+// before the last payload bytes and miss an overwrite. loadFence (DMB ISHLD,
+// fence_arm64.s) completes every earlier load first; it is the acquire
+// fence of docs/LAYOUT.md step 3. On amd64 loads are not reordered with
+// older loads, and the compiler does not move loads across the atomic load
+// or the call that did the copy (fence_amd64.go).
+func (r *Reader) valid() error {
+	loadFence()
+	if r.lappedAt(r.pos, r.intent()) {
+		return r.resync(false) // never nil: a lapped message record is lost
+	}
+	return nil
+}
+
+// copyPayload copies the payload of the located record into dst.
+//
+// Plain memmove plus loadFence, rather than one atomic load per word
+// (copyWordsAtomic): BenchmarkCopyStrategy on amd64 (2-vCPU VM, Go 1.26,
+// copy + fence + intent load, medians) measured 64 B: 6 ns either way;
+// 1 KiB: 21 ns plain vs 79 ns atomic; 4 KiB: 62 ns vs 353 ns, because
+// memmove uses wide vector loads and the atomic copy cannot. The zero-copy
+// callback needs loadFence anyway, so the faster copy adds no new mechanism.
+func (r *Reader) copyPayload(dst []byte, off uint64) {
+	start := off + recordHead
+	copyPlain(dst, r.ring[start:start+uint64(len(dst))])
+}
+
+// enter marks a read as touching the mapping; exit unmarks it and, if Close
+// ran meanwhile, does the unmapping Close left to it.
+func (r *Reader) enter() error {
+	if r.state.CompareAndSwap(0, stBusy) {
+		return nil
+	}
+	if r.state.Load()&stClosed != 0 {
+		return os.ErrClosed
+	}
+	return errConcurrentUse
+}
+
+func (r *Reader) exit() {
+	if !r.state.CompareAndSwap(stBusy, 0) {
+		r.state.Store(stClosed)
+		r.release()
+	}
+}
+
+// release unmaps and then drops every pointer into the mapping: the address
+// range may later be reused for the Go heap, where a stale pointer could
+// make the garbage collector fail on a "bad pointer". No read can run any
+// more (state has stClosed), so nothing reads these fields concurrently.
+func (r *Reader) release() error {
+	unmap := r.unmap
+	r.unmap, r.ring, r.ringPtr, r.intentPtr, r.headPtr, r.latestPtr = nil, nil, nil, nil, nil, nil
+	if unmap == nil {
+		return nil
+	}
+	return unmap()
+}
+
+// Close releases the mapping. It is idempotent and safe to call from any
+// goroutine, including while another goroutine is blocked in a read, which
+// it wakes with os.ErrClosed. Slices handed to a ReadFunc callback must not
+// be used after the callback returns, so nothing refers to the mapping
+// afterwards.
+func (r *Reader) Close() error {
+	for {
+		s := r.state.Load()
+		if s&stClosed != 0 {
+			return nil
+		}
+		if r.state.CompareAndSwap(s, s|stClosed) {
+			close(r.closing)
+			if s&stBusy != 0 {
+				return nil // the read in progress unmaps when it leaves
+			}
+			return r.release()
+		}
+	}
+}
+
+// TryRead copies the next message into buf without blocking and returns it;
+// Message.Data is buf[:len]. It returns ErrNoMessage when there is none yet,
+// a *LaggedError (errors.Is ErrLagged) when messages were overwritten before
+// they could be read (the next call returns the oldest retained one), a
+// *ShortBufferError when buf is too small (the reader does not advance), an
+// error wrapping ErrCorrupt for an impossible segment, and os.ErrClosed after
+// Close. It does not allocate on success or for ErrNoMessage. On any error
+// the contents of buf are unspecified: a torn copy is never delivered.
+func (r *Reader) TryRead(buf []byte) (Message, error) {
+	if err := r.enter(); err != nil {
+		return Message{}, err
+	}
+	m, err := r.tryRead(buf)
+	r.exit()
+	return m, err
+}
+
+func (r *Reader) tryRead(buf []byte) (Message, error) {
+	off, n, err := r.locate()
+	if err != nil {
+		return Message{}, err
+	}
+	if n > uint64(len(buf)) {
+		if err := r.valid(); err != nil { // n may be torn; report the lap instead
+			return Message{}, err
+		}
+		return Message{}, &ShortBufferError{Need: int(n)}
+	}
+	dst := buf[:n]
+	r.copyPayload(dst, off)
+	if err := r.valid(); err != nil {
+		return Message{}, err
+	}
+	m := Message{Seq: r.seq, Data: dst}
+	r.pos += recordHead + align8(n)
+	r.seq++
+	return m, nil
+}
+
+// TryReadFunc is the zero-copy form of TryRead: it calls fn with the next
+// message's payload in place in the shared mapping, without blocking.
+//
+// payload is valid only during the call and is read-only (writing to it
+// faults). It may be torn: the producer can overwrite it while fn runs. That
+// is detected after fn returns, and then TryReadFunc returns a *LaggedError
+// and whatever fn derived from the payload must be discarded. When
+// TryReadFunc returns nil, the bytes fn saw were exactly the ones published.
+// fn must not call methods of r other than Close. Errors are as for TryRead;
+// fn is not called when there is no message.
+func (r *Reader) TryReadFunc(fn func(seq uint64, payload []byte)) error {
+	if err := r.enter(); err != nil {
+		return err
+	}
+	err := r.tryReadFunc(fn)
+	r.exit()
+	return err
+}
+
+func (r *Reader) tryReadFunc(fn func(seq uint64, payload []byte)) error {
+	off, n, err := r.locate()
+	if err != nil {
+		return err
+	}
+	start := off + recordHead
+	fn(r.seq, r.ring[start:start+n:start+n])
+	if err := r.valid(); err != nil {
+		return err
+	}
+	r.pos += recordHead + align8(n)
+	r.seq++
+	return nil
+}
+
+// Read is the blocking form of TryRead: it waits until a message (or a lap)
+// is available, ctx is done (it returns ctx.Err()) or the Reader is closed
+// (os.ErrClosed). It polls: a short spin with runtime.Gosched, then sleeps
+// growing up to the poll interval (WithPollInterval, default 1 ms). Like
+// TryRead it does not allocate when a message is delivered.
+func (r *Reader) Read(ctx context.Context, buf []byte) (Message, error) {
+	for attempt := 0; ; attempt++ {
+		m, err := r.TryRead(buf)
+		if err != ErrNoMessage {
+			return m, err
+		}
+		if err := r.wait(ctx, attempt); err != nil {
+			return Message{}, err
+		}
+	}
+}
+
+// ReadFunc is the blocking form of TryReadFunc, with the waiting of Read.
+func (r *Reader) ReadFunc(ctx context.Context, fn func(seq uint64, payload []byte)) error {
+	for attempt := 0; ; attempt++ {
+		err := r.TryReadFunc(fn)
+		if err != ErrNoMessage {
+			return err
+		}
+		if err := r.wait(ctx, attempt); err != nil {
+			return err
+		}
+	}
+}
+
+// wait pauses between two polls. It never touches the mapping.
+func (r *Reader) wait(ctx context.Context, attempt int) error {
+	done := ctx.Done()
+	if attempt < spinPolls {
+		select {
+		case <-done:
+			return ctx.Err()
+		case <-r.closing:
+			return os.ErrClosed
+		default:
+		}
+		runtime.Gosched()
+		return nil
+	}
+	d := r.pollMax
+	if shift := attempt - spinPolls; shift < 20 {
+		d = min(minPollSleep<<shift, r.pollMax)
+	}
+	if r.timer == nil {
+		r.timer = time.NewTimer(d)
+	} else {
+		r.timer.Reset(d) // Go ≥ 1.23: Reset also drops a stale expiry
+	}
+	select {
+	case <-r.timer.C:
+		return nil
+	case <-done:
+		return ctx.Err()
+	case <-r.closing:
+		return os.ErrClosed
+	}
+}

@@ -1,0 +1,425 @@
+//! `shmcast`: create, publish to, read and inspect shmcast segments from the shell.
+//!
+//! The flags and output formats are specified in `docs/CLI.md`; the Go twin of `tail`
+//! (`go-client/cmd/shmcast-tail`) prints the same bytes with `--json` and `--verify`.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use shmcast::{pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
+
+#[derive(Parser)]
+#[command(
+    name = "shmcast",
+    version,
+    about = "Broadcast messages through a shared-memory ring, and read them back",
+    after_help = "NAME is a shared-memory name (`/demo` or `demo`, i.e. /dev/shm/demo) or, if it \
+                  has a '/' after its first character, a file path (`./seg`, `/tmp/seg`)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a segment and publish each line of standard input (or generated messages).
+    Publish(PublishArgs),
+    /// Print messages as they arrive.
+    Tail(TailArgs),
+    /// Print a segment's header.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// Segment to create.
+    name: String,
+    /// Ring capacity: a power of two >= 4096, with an optional K, M or G suffix.
+    #[arg(long, default_value = "1M", value_parser = parse_bytes)]
+    capacity: u64,
+    /// File mode of the new segment, in octal.
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    mode: u32,
+    /// Publish N generated, verifiable messages instead of reading standard input.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Payload length of generated messages: BYTES or MIN-MAX.
+    #[arg(long, default_value = "64", value_parser = parse_size_range, requires = "count")]
+    size: (usize, usize),
+    /// Generated messages per second (default: as fast as possible).
+    #[arg(long, requires = "count")]
+    rate: Option<f64>,
+    /// Leave the segment in place when the command exits.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum From {
+    Beginning,
+    Oldest,
+    Newest,
+    Next,
+}
+
+impl From {
+    fn start(self) -> StartAt {
+        match self {
+            From::Beginning => StartAt::Beginning,
+            From::Oldest => StartAt::Oldest,
+            From::Newest => StartAt::Newest,
+            From::Next => StartAt::Next,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct TailArgs {
+    /// Segment to read.
+    name: String,
+    /// Where to start.
+    #[arg(long, value_enum, default_value = "oldest")]
+    from: From,
+    /// Stop once received + lagged messages reach N.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop when no message arrives for this many seconds.
+    #[arg(long, value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Check generated payloads and end with a summary line.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// Segment to inspect.
+    name: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Publish(args) => publish(args),
+        Command::Tail(args) => tail(args),
+        Command::Inspect(args) => inspect(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.downcast_ref::<io::Error>().map(io::Error::kind)
+                == Some(io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmcast: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// `docs/CLI.md`, "Naming a segment".
+fn is_path(name: &str) -> bool {
+    name.char_indices().any(|(i, c)| c == '/' && i > 0)
+}
+
+fn open(name: &str, start: StartAt) -> Result<Subscriber> {
+    Ok(if is_path(name) {
+        Subscriber::open_path(name, start)?
+    } else {
+        Subscriber::open(name, start)?
+    })
+}
+
+fn publish(args: PublishArgs) -> Result<()> {
+    let options = PublisherOptions::new()
+        .capacity(args.capacity)
+        .mode(args.mode)
+        .unlink_on_drop(!args.keep);
+    let mut publisher = if is_path(&args.name) {
+        options.create_path(PathBuf::from(&args.name))?
+    } else {
+        options.create(&args.name)?
+    };
+    match args.count {
+        Some(count) => publish_generated(&mut publisher, count, args.size, args.rate),
+        None => publish_lines(&mut publisher),
+    }
+}
+
+fn publish_lines(publisher: &mut Publisher) -> Result<()> {
+    for line in io::stdin().lock().split(b'\n') {
+        let mut line = line?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        publisher.publish(&line)?;
+    }
+    Ok(())
+}
+
+fn publish_generated(
+    publisher: &mut Publisher,
+    count: u64,
+    (min, max): (usize, usize),
+    rate: Option<f64>,
+) -> Result<()> {
+    if max > publisher.max_payload() {
+        return Err(shmcast::Error::MessageTooLarge {
+            len: max,
+            max: publisher.max_payload(),
+        }
+        .into());
+    }
+    let mut buf = vec![0u8; max];
+    let start = Instant::now();
+    for seq in 1..=count {
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64((seq - 1) as f64 / rate);
+            let now = Instant::now();
+            if due > now + Duration::from_micros(200) {
+                std::thread::sleep(due - now);
+            }
+            while Instant::now() < due {
+                std::hint::spin_loop();
+            }
+        }
+        let payload = &mut buf[..pattern::length(seq, min, max)];
+        pattern::fill(seq, payload);
+        publisher.publish(payload)?;
+    }
+    Ok(())
+}
+
+/// Running totals of `tail`.
+#[derive(Default)]
+struct Totals {
+    received: u64,
+    lagged: u64,
+    corrupt: u64,
+}
+
+fn tail(args: TailArgs) -> Result<()> {
+    let mut subscriber = open(&args.name, args.from.start())?;
+    let mut buf = vec![0u8; subscriber.max_payload()];
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut totals = Totals::default();
+    let outcome = loop {
+        if args
+            .count
+            .is_some_and(|n| totals.received + totals.lagged >= n)
+        {
+            break Ok(());
+        }
+        let result = match subscriber.try_recv_into(&mut buf) {
+            Err(RecvError::Empty) => {
+                // Show what we have before waiting.
+                out.flush()?;
+                let deadline = args.timeout.map(|t| Instant::now() + t);
+                subscriber.recv_into_until(&mut buf, deadline)
+            }
+            other => other,
+        };
+        match result {
+            Ok(received) => {
+                let payload = &buf[..received.len];
+                totals.received += 1;
+                if args.verify && !pattern::matches(received.seq, payload) {
+                    totals.corrupt += 1;
+                }
+                if args.json {
+                    let data = base64::engine::general_purpose::STANDARD.encode(payload);
+                    writeln!(
+                        out,
+                        "{{\"seq\":{},\"len\":{},\"data\":\"{data}\"}}",
+                        received.seq, received.len
+                    )?;
+                } else if !args.verify {
+                    writeln!(
+                        out,
+                        "seq={} len={} {}",
+                        received.seq,
+                        received.len,
+                        printable(payload)
+                    )?;
+                }
+            }
+            Err(RecvError::Lagged { missed }) => {
+                totals.lagged += missed;
+                if args.json {
+                    writeln!(out, "{{\"lagged\":{missed}}}")?;
+                } else if !args.verify {
+                    writeln!(out, "lagged={missed}")?;
+                }
+            }
+            Err(RecvError::Timeout) => {
+                break match args.count {
+                    Some(n) => Err(format!(
+                        "timed out after {} s without a message: received {} and lagged {} of {n}",
+                        args.timeout.unwrap_or_default().as_secs_f64(),
+                        totals.received,
+                        totals.lagged
+                    )),
+                    None => Ok(()),
+                }
+            }
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    if args.verify {
+        writeln!(
+            out,
+            "received={} lagged={} corrupt={}",
+            totals.received, totals.lagged, totals.corrupt
+        )?;
+    }
+    out.flush()?;
+    outcome?;
+    if totals.corrupt > 0 {
+        return Err(format!(
+            "{} payloads did not match the generated pattern",
+            totals.corrupt
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The payload as text if it is printable UTF-8, else `hex:` and its bytes.
+fn printable(payload: &[u8]) -> String {
+    match std::str::from_utf8(payload) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => {
+            let mut hex = String::from("hex:");
+            for b in payload {
+                hex.push_str(&format!("{b:02x}"));
+            }
+            hex
+        }
+    }
+}
+
+fn inspect(args: InspectArgs) -> Result<()> {
+    let info = open(&args.name, StartAt::Beginning)?.info();
+    let mut out = io::stdout().lock();
+    if args.json {
+        let value = serde_json::json!({
+            "path": info.path,
+            "layout_version": info.version,
+            "capacity": info.capacity,
+            "max_payload": info.max_payload,
+            "epoch": info.epoch,
+            "producer_pid": info.producer_pid,
+            "created_unix_ns": info.created_unix_ns,
+            "next_seq": info.next_seq,
+            "oldest_seq": info.oldest_seq,
+            "head": info.head,
+            "latest": info.latest,
+            "intent": info.intent,
+        });
+        writeln!(out, "{value}")?;
+    } else {
+        let created = Duration::from_nanos(info.created_unix_ns);
+        writeln!(out, "segment         {}", info.path.display())?;
+        writeln!(out, "layout version  {}", info.version)?;
+        writeln!(
+            out,
+            "capacity        {} bytes (max payload {} bytes)",
+            info.capacity, info.max_payload
+        )?;
+        writeln!(
+            out,
+            "producer pid    {} (epoch {})",
+            info.producer_pid, info.epoch
+        )?;
+        writeln!(
+            out,
+            "created         {:.3} s since the Unix epoch",
+            created.as_secs_f64()
+        )?;
+        writeln!(out, "next seq        {}", info.next_seq)?;
+        match info.oldest_seq {
+            Some(oldest) => writeln!(
+                out,
+                "retained        seq {oldest} ..= {} ({} messages)",
+                info.next_seq - 1,
+                info.next_seq - oldest
+            )?,
+            None => writeln!(out, "retained        nothing published yet")?,
+        }
+        writeln!(
+            out,
+            "positions       head {} latest {} intent {}",
+            info.head,
+            info.latest.map_or("-".to_owned(), |l| l.to_string()),
+            info.intent
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 65536, 64K, 1M)"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode (example: 640)"))
+}
+
+fn parse_size_range(s: &str) -> std::result::Result<(usize, usize), String> {
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{s:?} is not a size or MIN-MAX range"))
+    };
+    let (min, max) = match s.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => (parse(s)?, parse(s)?),
+    };
+    if min > max {
+        return Err(format!("{s:?}: MIN is larger than MAX"));
+    }
+    Ok((min, max))
+}
+
+fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}

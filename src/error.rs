@@ -1,0 +1,212 @@
+//! Error types: [`Error`] for creating and opening segments and for publishing, [`RecvError`]
+//! for reading.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors from creating, opening or publishing to a segment.
+///
+/// Every variant names the segment (where there is one) and says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The segment name is not a valid POSIX shared-memory name.
+    #[error("invalid segment name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No segment exists under that name or path.
+    #[error("no shmcast segment at {}: is the producer running, and is the name right?", path.display())]
+    NotFound {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A file already exists where a new segment was to be created.
+    #[error("{} already exists; if no producer is using it, remove it (rm {}) and try again", path.display(), path.display())]
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The operating system refused access.
+    #[error("permission denied to {action} {}: check the segment's owner and mode (ls -l {})", path.display(), path.display())]
+    PermissionDenied {
+        /// What was attempted ("open", "create", …).
+        action: &'static str,
+        /// The segment.
+        path: PathBuf,
+    },
+    /// The file system (usually the tmpfs at /dev/shm) has no room for the segment.
+    #[error("no space to allocate {bytes} bytes for {}: free space in its file system or make it larger (Docker: --shm-size), or use a smaller capacity", path.display())]
+    NoSpace {
+        /// The segment.
+        path: PathBuf,
+        /// Bytes that were needed.
+        bytes: u64,
+    },
+    /// The requested capacity is not allowed.
+    #[error("invalid capacity {capacity}: {reason}")]
+    InvalidCapacity {
+        /// The capacity asked for.
+        capacity: u64,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The file exists but its header has not been written yet.
+    #[error("{} is not initialised yet (the producer may still be creating it); try again shortly", path.display())]
+    NotInitialized {
+        /// The segment.
+        path: PathBuf,
+    },
+    /// The file is not a shmcast segment.
+    #[error("{} is not a shmcast segment (magic {found:02x?}, expected \"SHMCAST\\0\")", path.display())]
+    BadMagic {
+        /// The segment.
+        path: PathBuf,
+        /// The first eight bytes found.
+        found: [u8; 8],
+    },
+    /// The segment uses a layout version this crate does not read.
+    #[error("{} uses layout version {found}; this shmcast reads version {supported}: upgrade the reader or the producer so they match", path.display())]
+    UnsupportedVersion {
+        /// The segment.
+        path: PathBuf,
+        /// Version found in the header.
+        found: u32,
+        /// Version this crate reads.
+        supported: u32,
+    },
+    /// The segment uses features this crate does not know.
+    #[error("{} uses unknown feature flags {flags:#x}: upgrade this reader", path.display())]
+    UnsupportedFlags {
+        /// The segment.
+        path: PathBuf,
+        /// The flags found.
+        flags: u64,
+    },
+    /// A header field has an impossible value.
+    #[error("{} has a corrupt header: {reason}", path.display())]
+    InvalidHeader {
+        /// The segment.
+        path: PathBuf,
+        /// Which field and why.
+        reason: String,
+    },
+    /// The file is shorter than a header.
+    #[error("{} is truncated: {file_size} bytes, a segment needs at least {min}", path.display())]
+    Truncated {
+        /// The segment.
+        path: PathBuf,
+        /// Its size.
+        file_size: u64,
+        /// The smallest valid size.
+        min: u64,
+    },
+    /// The file size does not match the capacity in its header.
+    #[error("{} is {file_size} bytes but its header describes {expected} bytes (capacity {capacity}); the file was truncated or overwritten", path.display())]
+    SizeMismatch {
+        /// The segment.
+        path: PathBuf,
+        /// Its size.
+        file_size: u64,
+        /// `data_offset + capacity`.
+        expected: u64,
+        /// Capacity from the header.
+        capacity: u64,
+    },
+    /// A message is larger than this segment accepts.
+    #[error("message of {len} bytes is larger than the maximum of {max} for this segment (a quarter of its capacity, less 16); use a larger capacity")]
+    MessageTooLarge {
+        /// Size of the message.
+        len: usize,
+        /// Largest accepted size.
+        max: usize,
+    },
+    /// Any other operating-system error.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The segment.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Maps an OS error from `action` on `path` to the most specific variant.
+    pub(crate) fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { path },
+            io::ErrorKind::AlreadyExists => Error::AlreadyExists { path },
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied { action, path },
+            _ => Error::Io {
+                action,
+                path,
+                source,
+            },
+        }
+    }
+}
+
+/// What a read returns instead of a message.
+///
+/// [`RecvError::Empty`] and [`RecvError::Lagged`] are part of normal operation; after
+/// `Lagged` the subscriber continues with the oldest message still intact.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// No new message has been published yet (non-blocking reads only).
+    #[error("no new message")]
+    Empty,
+    /// The subscriber fell more than a ring behind: exactly `missed` messages were overwritten
+    /// before it read them. The next read continues with the oldest message still retained.
+    #[error(
+        "lagged behind the producer: {missed} messages were overwritten before they were read"
+    )]
+    Lagged {
+        /// How many messages were lost.
+        missed: u64,
+    },
+    /// The caller's buffer cannot hold the next message; the message stays unread.
+    #[error("buffer of {available} bytes is too small for the next message of {needed} bytes")]
+    BufferTooSmall {
+        /// Size of the message.
+        needed: usize,
+        /// Size of the buffer.
+        available: usize,
+    },
+    /// A typed read found a message whose size is not the size of the type; the message is
+    /// consumed.
+    #[error("message {seq} has {actual} bytes, but the type read needs {expected}")]
+    SizeMismatch {
+        /// Its sequence number.
+        seq: u64,
+        /// Size of the type.
+        expected: usize,
+        /// Size of the message.
+        actual: usize,
+    },
+    /// A blocking read reached its deadline.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// The ring holds values no correct producer writes. Reading cannot continue.
+    #[error("corrupt segment: {0}")]
+    Corrupt(&'static str),
+}
+
+impl RecvError {
+    pub(crate) fn corrupt(reason: &'static str) -> Self {
+        RecvError::Corrupt(reason)
+    }
+
+    pub(crate) fn overrun() -> Self {
+        RecvError::Corrupt(
+            "the producer overwrote every record before it could be read, thousands of times in a row",
+        )
+    }
+}

@@ -1,0 +1,157 @@
+//! The shared segment layout, version 1: every offset and constant in one place.
+//!
+//! `docs/LAYOUT.md` documents these byte by byte; the golden files in `testdata/golden/` pin
+//! them, and the Go reader in `go-client/` mirrors them. Change all four together.
+
+/// `"SHMCAST\0"` read as a little-endian word.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCAST\0");
+/// The layout version this crate writes and reads.
+pub const VERSION: u32 = 1;
+/// Bytes before the ring data: the producer header page and the subscriber page.
+pub const DATA_OFFSET: u64 = 8192;
+/// Size of the producer header page (readers validate at least this much exists).
+pub const HEADER_SIZE: u64 = 4096;
+/// Smallest ring capacity, in bytes.
+pub const MIN_CAPACITY: u64 = 4096;
+/// Largest ring capacity, in bytes (1 TiB).
+pub const MAX_CAPACITY: u64 = 1 << 40;
+/// Flags this version understands (none).
+pub const KNOWN_FLAGS: u64 = 0;
+
+/// Byte offsets of the producer header fields. Each is a whole 64-bit word.
+pub mod offset {
+    /// `magic` (identity block, written last at initialisation).
+    pub const MAGIC: usize = 0x000;
+    /// `version` (low 32 bits) and a reserved zero (high 32 bits).
+    pub const VERSION: usize = 0x008;
+    /// `data_offset`.
+    pub const DATA_OFFSET: usize = 0x010;
+    /// `capacity`.
+    pub const CAPACITY: usize = 0x018;
+    /// `flags`.
+    pub const FLAGS: usize = 0x020;
+    /// `epoch` (1 at creation).
+    pub const EPOCH: usize = 0x028;
+    /// `producer_pid`.
+    pub const PRODUCER_PID: usize = 0x030;
+    /// `created_unix_ns`.
+    pub const CREATED_UNIX_NS: usize = 0x038;
+    /// `intent`: alone in its 128-byte block, written on every publish.
+    pub const INTENT: usize = 0x080;
+    /// `head`: position of the oldest retained record.
+    pub const HEAD: usize = 0x100;
+    /// `latest`: position of the newest committed message, or [`super::NO_LATEST`].
+    pub const LATEST: usize = 0x108;
+}
+
+/// Number of 64-bit words in the producer header page.
+pub const HEADER_WORDS: usize = (HEADER_SIZE / 8) as usize;
+
+/// Word index of a header field given its byte offset.
+#[inline]
+pub(crate) const fn word(byte_offset: usize) -> usize {
+    byte_offset / 8
+}
+
+/// `latest` before anything was published.
+pub const NO_LATEST: u64 = u64::MAX;
+
+/// Bit 63 of a commit word marks a padding record.
+pub const PAD: u64 = 1 << 63;
+/// Bytes of a record header (commit word + length word).
+pub const RECORD_HEADER: u64 = 16;
+
+/// Rounds `n` up to a multiple of 8.
+#[inline]
+pub const fn align8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// Bytes a message record of `len` payload bytes occupies in the ring.
+#[inline]
+pub const fn record_span(len: u64) -> u64 {
+    RECORD_HEADER + align8(len)
+}
+
+/// The largest payload a ring of `capacity` bytes accepts: a record spans at most a quarter of
+/// the ring, so the ring always retains several messages and `head` stays behind `tail`.
+#[inline]
+pub const fn max_payload(capacity: u64) -> u64 {
+    capacity / 4 - RECORD_HEADER
+}
+
+/// Why a capacity is not acceptable, or `None` if it is.
+pub(crate) fn capacity_problem(capacity: u64) -> Option<&'static str> {
+    if !capacity.is_power_of_two() {
+        Some("capacity must be a power of two")
+    } else if capacity < MIN_CAPACITY {
+        Some("capacity must be at least 4096 bytes")
+    } else if capacity > MAX_CAPACITY {
+        Some("capacity must be at most 1 TiB")
+    } else {
+        None
+    }
+}
+
+/// The identity block of a header (`0x000 .. 0x040`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub magic: u64,
+    pub version: u32,
+    pub data_offset: u64,
+    pub capacity: u64,
+    pub flags: u64,
+    pub epoch: u64,
+    pub producer_pid: u64,
+    pub created_unix_ns: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_words_sit_in_separate_128_byte_blocks() {
+        assert_eq!(offset::INTENT / 128, 1);
+        assert_eq!(offset::HEAD / 128, 2);
+        assert_eq!(offset::LATEST / 128, 2);
+        assert_ne!(offset::INTENT / 128, offset::MAGIC / 128);
+        for off in [
+            offset::MAGIC,
+            offset::VERSION,
+            offset::DATA_OFFSET,
+            offset::CAPACITY,
+            offset::FLAGS,
+            offset::EPOCH,
+            offset::PRODUCER_PID,
+            offset::CREATED_UNIX_NS,
+            offset::INTENT,
+            offset::HEAD,
+            offset::LATEST,
+        ] {
+            assert_eq!(off % 8, 0, "offset {off:#x} is not 8-byte aligned");
+            assert!((off as u64) < HEADER_SIZE);
+        }
+    }
+
+    #[test]
+    fn magic_is_the_documented_bytes() {
+        assert_eq!(MAGIC, 0x0054_5341_434D_4853);
+        assert_eq!(&MAGIC.to_le_bytes(), b"SHMCAST\0");
+    }
+
+    #[test]
+    fn spans_and_limits() {
+        assert_eq!(record_span(0), 16);
+        assert_eq!(record_span(1), 24);
+        assert_eq!(record_span(8), 24);
+        assert_eq!(record_span(9), 32);
+        assert_eq!(max_payload(4096), 1008);
+        assert_eq!(record_span(max_payload(4096)), 1024);
+        assert_eq!(max_payload(1 << 20), 262_128);
+        assert!(capacity_problem(4096).is_none());
+        assert!(capacity_problem(4095).is_some());
+        assert!(capacity_problem(2048).is_some());
+        assert!(capacity_problem(1 << 41).is_some());
+    }
+}

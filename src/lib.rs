@@ -1,0 +1,55 @@
+//! # shmcast
+//!
+//! A lock-free single-producer, multi-consumer broadcast ring over POSIX shared memory.
+//!
+//! One [`Publisher`] creates a named segment and publishes variable-length messages; any number
+//! of [`Subscriber`]s, in any process on the host (Rust here, Go through the `go-client`
+//! package), read every message in order or learn exactly how many they missed.
+//!
+//! - Publishing never blocks and does not depend on the number of subscribers.
+//! - A subscriber that falls a whole ring behind gets [`RecvError::Lagged`] with the exact
+//!   number of lost messages, then continues with the oldest message still intact.
+//! - A message that was overwritten while being read is never returned.
+//! - Subscribers map the segment read-only.
+//!
+//! The byte layout and the publish/read algorithms are specified in `docs/LAYOUT.md`; the
+//! protocol lives in the `ring` module, file handling in `segment`, waiting in `wait`.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use shmcast::{Publisher, StartAt, Subscriber};
+//!
+//! let name = format!("/shmcast-doc-{}", std::process::id());
+//! let mut publisher = Publisher::options().capacity(1 << 16).create(&name)?;
+//! let mut subscriber = Subscriber::open(&name, StartAt::Next)?;
+//!
+//! publisher.publish(b"price update: 42")?;
+//! let mut buf = Vec::new();
+//! let seq = subscriber.recv(&mut buf)?;
+//! assert_eq!((seq, buf.as_slice()), (1, &b"price update: 42"[..]));
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+pub mod layout;
+pub mod pattern;
+mod ring;
+mod sync;
+
+#[cfg(not(loom))]
+mod publisher;
+#[cfg(not(loom))]
+mod segment;
+#[cfg(not(loom))]
+mod subscriber;
+#[cfg(not(loom))]
+pub mod wait;
+
+pub use error::{Error, RecvError};
+pub use ring::StartAt;
+
+#[cfg(not(loom))]
+pub use publisher::{Claim, Publisher, PublisherOptions, DEFAULT_CAPACITY, DEFAULT_MODE};
+#[cfg(not(loom))]
+pub use subscriber::{MessageRef, Received, SegmentInfo, Subscriber};

@@ -1,0 +1,301 @@
+//! The producer side: [`Publisher`], its [`PublisherOptions`], and zero-copy [`Claim`]s.
+
+use std::path::{Path, PathBuf};
+
+use bytemuck::Pod;
+
+use crate::error::Error;
+use crate::ring::{self, Reservation, Ring, WriterState};
+use crate::segment::{self, Location, Mapping};
+use crate::sync::AtomicU64;
+
+/// Default ring capacity: 1 MiB.
+pub const DEFAULT_CAPACITY: u64 = 1 << 20;
+/// Default file mode of a new segment: readable and writable by its owner only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// How to create a segment. Start from [`Publisher::options`] or [`PublisherOptions::new`].
+#[derive(Debug, Clone)]
+pub struct PublisherOptions {
+    capacity: u64,
+    mode: u32,
+    unlink_on_drop: bool,
+}
+
+impl Default for PublisherOptions {
+    fn default() -> Self {
+        PublisherOptions {
+            capacity: DEFAULT_CAPACITY,
+            mode: DEFAULT_MODE,
+            unlink_on_drop: true,
+        }
+    }
+}
+
+impl PublisherOptions {
+    /// Capacity 1 MiB, mode `0o600`, segment removed when the publisher is dropped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ring capacity in bytes: a power of two from 4096 to 2^40. The largest message is
+    /// `capacity / 4 - 16` bytes.
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// File mode of the new segment (applied exactly, regardless of the umask). Readers need
+    /// read permission only.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether dropping the [`Publisher`] removes the segment's name (default `true`).
+    /// Subscribers that already mapped it keep reading what was published.
+    pub fn unlink_on_drop(mut self, unlink: bool) -> Self {
+        self.unlink_on_drop = unlink;
+        self
+    }
+
+    /// Creates the shared-memory segment `name` (`/name`, i.e. `/dev/shm/name` on Linux).
+    ///
+    /// Fails with [`Error::AlreadyExists`] if the name is taken: creation is exclusive, so a
+    /// publisher never adopts a file it did not make.
+    pub fn create(&self, name: &str) -> Result<Publisher, Error> {
+        self.create_at(Location::shm(name)?)
+    }
+
+    /// Creates a segment as a regular file at `path` (exclusive, like [`Self::create`]).
+    pub fn create_path(&self, path: impl AsRef<Path>) -> Result<Publisher, Error> {
+        self.create_at(Location::File(path.as_ref().to_path_buf()))
+    }
+
+    fn create_at(&self, location: Location) -> Result<Publisher, Error> {
+        let mapping = segment::create(&location, self.capacity, self.mode)?;
+        let max_payload = mapping.ring().max_payload() as usize;
+        Ok(Publisher {
+            mapping,
+            state: WriterState::new(),
+            location,
+            unlink_on_drop: self.unlink_on_drop,
+            max_payload,
+        })
+    }
+}
+
+/// The single producer of a segment.
+///
+/// Publishing never blocks and never waits for subscribers; its cost does not depend on how
+/// many there are. A subscriber that falls a whole ring behind is told how many messages it
+/// missed.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use shmcast::{Publisher, StartAt, Subscriber};
+///
+/// let name = format!("/shmcast-doc-publisher-{}", std::process::id());
+/// let mut publisher = Publisher::options().capacity(64 * 1024).create(&name)?;
+/// let mut subscriber = Subscriber::open(&name, StartAt::Oldest)?;
+///
+/// let seq = publisher.publish(b"hello")?;
+/// let mut buf = Vec::new();
+/// assert_eq!(subscriber.try_recv(&mut buf)?, seq);
+/// assert_eq!(buf, b"hello");
+/// # Ok(()) }
+/// ```
+pub struct Publisher {
+    mapping: Mapping,
+    state: WriterState,
+    location: Location,
+    unlink_on_drop: bool,
+    max_payload: usize,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("path", &self.location.path())
+            .field("capacity", &self.capacity())
+            .field("next_seq", &self.state.next_seq())
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Options for creating a segment.
+    pub fn options() -> PublisherOptions {
+        PublisherOptions::new()
+    }
+
+    /// Creates the shared-memory segment `name` with the default options.
+    pub fn create(name: &str) -> Result<Self, Error> {
+        PublisherOptions::new().create(name)
+    }
+
+    /// Publishes one message and returns its sequence number (1 for the first message).
+    pub fn publish(&mut self, payload: &[u8]) -> Result<u64, Error> {
+        self.check_len(payload.len())?;
+        Ok(self.mapping.ring().publish(&mut self.state, payload))
+    }
+
+    /// Publishes the bytes of a plain-old-data value (read it back with
+    /// [`Subscriber::try_recv_pod`](crate::Subscriber::try_recv_pod)).
+    pub fn publish_pod<T: Pod>(&mut self, value: &T) -> Result<u64, Error> {
+        self.publish(bytemuck::bytes_of(value))
+    }
+
+    /// Reserves `len` bytes to fill in place, then [`Claim::commit`] publishes them.
+    ///
+    /// Dropping the claim without committing publishes nothing. Subscribers lapped by the
+    /// reservation are told so, as for any publish.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use shmcast::Publisher;
+    /// # let name = format!("/shmcast-doc-claim-{}", std::process::id());
+    /// # let mut publisher = Publisher::create(&name)?;
+    /// let mut claim = publisher.claim(12)?;
+    /// claim.write_at(0, &7u32.to_le_bytes());
+    /// claim.write_at(4, b"in place");
+    /// let seq = claim.commit();
+    /// # assert_eq!(seq, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, Error> {
+        self.check_len(len)?;
+        let ring = self.mapping.ring();
+        let reservation = ring.reserve(&mut self.state, len);
+        let words = ring.reserved_words(&reservation);
+        // Bytes past `len` in the last word must read as zero (docs/LAYOUT.md, "Records").
+        if len % 8 != 0 {
+            words[words.len() - 1].store(0, crate::sync::Ordering::Relaxed);
+        }
+        Ok(Claim {
+            ring,
+            state: &mut self.state,
+            reservation: Some(reservation),
+            words,
+            len,
+        })
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), Error> {
+        if len > self.max_payload {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.max_payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// The largest payload this segment accepts (`capacity / 4 - 16`).
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// The ring capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.mapping.ring().capacity()
+    }
+
+    /// The sequence number the next message will get.
+    pub fn next_seq(&self) -> u64 {
+        self.state.next_seq()
+    }
+
+    /// The segment's file (`/dev/shm/NAME` for a shared-memory segment).
+    pub fn path(&self) -> PathBuf {
+        self.location.path()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.unlink_on_drop {
+            let _ = self.location.unlink();
+        }
+    }
+}
+
+/// A reserved message being filled in place; see [`Publisher::claim`].
+///
+/// The memory is written through this accessor rather than a `&mut [u8]` because lapped
+/// subscribers may still be reading it. Bytes you do not write hold unspecified older ring
+/// contents; call [`Claim::fill`] first if that matters.
+pub struct Claim<'a> {
+    ring: Ring<'a>,
+    state: &'a mut WriterState,
+    reservation: Option<Reservation>,
+    words: &'a [AtomicU64],
+    len: usize,
+}
+
+impl Claim<'_> {
+    /// The number of bytes reserved.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether zero bytes are reserved.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `src` at byte `offset` of the message.
+    ///
+    /// # Panics
+    ///
+    /// If `offset + src.len()` exceeds [`Claim::len`].
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) {
+        let end = offset.checked_add(src.len());
+        assert!(
+            end.is_some_and(|end| end <= self.len),
+            "write of {} bytes at offset {offset} exceeds the claimed {} bytes",
+            src.len(),
+            self.len
+        );
+        ring::write_range(self.words, offset, src);
+    }
+
+    /// Writes a plain-old-data value at byte `offset`.
+    ///
+    /// # Panics
+    ///
+    /// If the value does not fit at `offset`.
+    pub fn write_pod_at<T: Pod>(&mut self, offset: usize, value: &T) {
+        self.write_at(offset, bytemuck::bytes_of(value));
+    }
+
+    /// Sets every byte of the message to `byte`.
+    pub fn fill(&mut self, byte: u8) {
+        let word = u64::from_le_bytes([byte; 8]);
+        let full = self.len / 8;
+        for w in &self.words[..full] {
+            w.store(word, crate::sync::Ordering::Relaxed);
+        }
+        let rest = self.len % 8;
+        if rest != 0 {
+            let mut b = [0u8; 8];
+            b[..rest].fill(byte);
+            self.words[full].store(u64::from_le_bytes(b), crate::sync::Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes the message and returns its sequence number.
+    pub fn commit(mut self) -> u64 {
+        let reservation = self
+            .reservation
+            .take()
+            .expect("a claim is committed at most once");
+        self.ring.commit(self.state, reservation)
+    }
+}
+
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim").field("len", &self.len).finish()
+    }
+}

@@ -1,0 +1,621 @@
+//! The broadcast ring protocol: `docs/LAYOUT.md`, "Publish algorithm" and "Read algorithm".
+//!
+//! [`Ring`] is a view over two arrays of 64-bit atomic words, the producer header and the ring
+//! data. In production they live in the shared mapping (see [`crate::segment`]); under loom and
+//! in unit tests they live on the heap. The protocol code is the same in both cases.
+//!
+//! Every access is a whole-word atomic load or store. The payload is copied word by word with
+//! relaxed loads and validated afterwards against `intent` (a seqlock at ring level), so a reader
+//! never performs a plain read of memory the producer may be writing: there is no data race, and
+//! a copy that raced with an overwrite is detected and discarded.
+//!
+//! Readers only ever *load*, and only with `Relaxed`; acquire ordering is obtained with explicit
+//! `fence(Acquire)`. Rust documents relaxed loads as valid on read-only memory, which is how
+//! subscribers map the segment.
+
+use crate::error::RecvError;
+use crate::layout::{self, offset, record_span, NO_LATEST, PAD};
+use crate::sync::{fence, spin_hint, AtomicU64, Ordering};
+
+/// How many times a reader retries finding an intact record before it gives up and reports
+/// the segment as overrun; only a producer rewriting the whole ring on every attempt gets there.
+const MAX_ATTEMPTS: u32 = 10_000;
+
+/// Mask for the payload length in a record's length word (the high half is reserved).
+const LEN_MASK: u64 = 0xFFFF_FFFF;
+
+/// Where a new subscriber starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StartAt {
+    /// The first message ever published (sequence number 1). Messages already overwritten are
+    /// reported as [`RecvError::Lagged`] on the first read, so every message published since the
+    /// segment was created is accounted for.
+    Beginning,
+    /// The oldest message still retained in the ring.
+    #[default]
+    Oldest,
+    /// The newest message already published (it is delivered), then everything after it.
+    Newest,
+    /// Only messages published after joining.
+    Next,
+}
+
+/// A view of a ring: header words and data words.
+#[derive(Clone, Copy)]
+pub(crate) struct Ring<'a> {
+    header: &'a [AtomicU64],
+    data: &'a [AtomicU64],
+    capacity: u64,
+    mask: u64,
+    max_payload: u64,
+}
+
+/// The producer's private state (`tail`, `next_seq` and its copy of `head`).
+#[derive(Debug, Clone)]
+pub(crate) struct WriterState {
+    tail: u64,
+    next_seq: u64,
+    head: u64,
+}
+
+impl WriterState {
+    /// State for a freshly created (all-zero) ring.
+    pub(crate) fn new() -> Self {
+        WriterState {
+            tail: 0,
+            next_seq: 1,
+            head: 0,
+        }
+    }
+
+    /// The sequence number the next message will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+/// Space reserved for one message whose intent is announced but which is not yet committed.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    seq: u64,
+    pos: u64,
+    len: u64,
+    pad: Option<u64>,
+}
+
+/// A reader's position: the record it expects next and that record's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReaderState {
+    pos: u64,
+    seq: u64,
+}
+
+impl ReaderState {
+    /// The sequence number of the next message this reader expects.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// A committed record the reader is looking at; it becomes a delivered message only if
+/// [`Ring::confirm`] says it was not overwritten meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pos: u64,
+    seq: u64,
+    len: u64,
+}
+
+impl Candidate {
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+    pub(crate) fn len(&self) -> usize {
+        // `len <= max_payload < 2^40` was checked by `peek`.
+        self.len as usize
+    }
+}
+
+impl<'a> Ring<'a> {
+    /// A view over `header` (at least [`layout::HEADER_WORDS`] words) and `data` (a power of two
+    /// of at least 8 words).
+    pub(crate) fn new(header: &'a [AtomicU64], data: &'a [AtomicU64]) -> Self {
+        assert!(header.len() >= layout::HEADER_WORDS, "header too short");
+        let capacity = data.len() as u64 * 8;
+        assert!(
+            capacity.is_power_of_two() && capacity >= 64,
+            "ring capacity must be a power of two >= 64"
+        );
+        Ring {
+            header,
+            data,
+            capacity,
+            mask: capacity - 1,
+            max_payload: layout::max_payload(capacity),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub(crate) fn max_payload(&self) -> u64 {
+        self.max_payload
+    }
+
+    #[inline]
+    fn field(&self, byte_offset: usize) -> &'a AtomicU64 {
+        &self.header[layout::word(byte_offset)]
+    }
+
+    /// The data word holding stream position `pos` (positions are multiples of 8).
+    #[inline]
+    fn at(&self, pos: u64) -> &'a AtomicU64 {
+        &self.data[((pos & self.mask) >> 3) as usize]
+    }
+
+    /// Whether the producer's `intent` shows it has started overwriting position `pos`.
+    #[inline]
+    fn lapped(&self, intent: u64, pos: u64) -> bool {
+        intent > pos.saturating_add(self.capacity)
+    }
+
+    /// Acquire fence, then `intent`: the reader half of the seqlock.
+    #[inline]
+    fn intent_after_fence(&self) -> u64 {
+        fence(Ordering::Acquire);
+        self.field(offset::INTENT).load(Ordering::Relaxed)
+    }
+
+    // ---------------------------------------------------------------- producer side
+
+    /// Stores the producer's index words for an empty ring. The identity block is the segment's
+    /// business; this is the part the protocol needs.
+    pub(crate) fn init_indices(&self) {
+        self.field(offset::INTENT).store(0, Ordering::Relaxed);
+        self.field(offset::HEAD).store(0, Ordering::Relaxed);
+        self.field(offset::LATEST)
+            .store(NO_LATEST, Ordering::Relaxed);
+    }
+
+    /// Steps 1–5 of the publish algorithm: choose the position, evict what the new record will
+    /// overwrite, announce `intent`, and store the length word. `len` must be `<= max_payload`.
+    pub(crate) fn reserve(&self, w: &mut WriterState, len: usize) -> Reservation {
+        let len = len as u64;
+        debug_assert!(len <= self.max_payload);
+        let span = record_span(len);
+        let off = w.tail & self.mask;
+        let (pad, pos) = if off + span > self.capacity {
+            (Some(w.tail), w.tail + (self.capacity - off))
+        } else {
+            (None, w.tail)
+        };
+        let limit = pos + span + 8;
+        if limit > self.capacity {
+            let floor = limit - self.capacity;
+            if w.head < floor {
+                while w.head < floor {
+                    w.head = self.record_after(w.head);
+                }
+                self.field(offset::HEAD).store(w.head, Ordering::Release);
+            }
+        }
+        self.field(offset::INTENT).store(limit, Ordering::Release);
+        // Orders the `intent` store before every data store of this publish (seqlock writer).
+        fence(Ordering::Release);
+        self.at(pos + 8).store(len, Ordering::Relaxed);
+        Reservation {
+            seq: w.next_seq,
+            pos,
+            len,
+            pad,
+        }
+    }
+
+    /// The position of the record after the (old, about to be evicted) record at `pos`.
+    fn record_after(&self, pos: u64) -> u64 {
+        let commit = self.at(pos).load(Ordering::Relaxed);
+        if commit & PAD != 0 {
+            (pos | self.mask) + 1
+        } else {
+            // The producer wrote this word itself; the clamp only keeps a corrupted ring from
+            // sending `head` anywhere unbounded.
+            let len = (self.at(pos + 8).load(Ordering::Relaxed) & LEN_MASK).min(self.max_payload);
+            pos + record_span(len)
+        }
+    }
+
+    /// The payload words of a reservation (`align8(len) / 8` of them).
+    pub(crate) fn reserved_words(&self, r: &Reservation) -> &'a [AtomicU64] {
+        self.words(r.pos, r.len)
+    }
+
+    /// Copies `src` (exactly the reserved length) into the reservation, zero-padding the last
+    /// word.
+    pub(crate) fn write_payload(&self, r: &Reservation, src: &[u8]) {
+        debug_assert_eq!(src.len() as u64, r.len);
+        let words = self.reserved_words(r);
+        let mut chunks = src.chunks_exact(8);
+        for (word, chunk) in words.iter().zip(&mut chunks) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            words[words.len() - 1].store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    /// Steps 6–9: clear the next commit word, commit, commit the padding, update `latest`.
+    /// Returns the message's sequence number.
+    pub(crate) fn commit(&self, w: &mut WriterState, r: Reservation) -> u64 {
+        let end = r.pos + record_span(r.len);
+        self.at(end).store(0, Ordering::Relaxed);
+        self.at(r.pos).store(r.seq, Ordering::Release);
+        if let Some(pad) = r.pad {
+            self.at(pad).store(r.seq | PAD, Ordering::Release);
+        }
+        self.field(offset::LATEST).store(r.pos, Ordering::Release);
+        w.tail = end;
+        w.next_seq += 1;
+        r.seq
+    }
+
+    /// Publishes `payload` (`len <= max_payload`): reserve, copy, commit.
+    pub(crate) fn publish(&self, w: &mut WriterState, payload: &[u8]) -> u64 {
+        let reservation = self.reserve(w, payload.len());
+        self.write_payload(&reservation, payload);
+        self.commit(w, reservation)
+    }
+
+    // ---------------------------------------------------------------- reader side
+
+    /// Copies the next message into `buf`; returns its sequence number and length. A message
+    /// longer than `buf` stays unread ([`RecvError::BufferTooSmall`]).
+    pub(crate) fn read_into(
+        &self,
+        st: &mut ReaderState,
+        buf: &mut [u8],
+    ) -> Result<(u64, usize), RecvError> {
+        let candidate = self.peek(st)?;
+        let len = candidate.len();
+        if len > buf.len() {
+            self.check_intact(st, &candidate)?;
+            return Err(RecvError::BufferTooSmall {
+                needed: len,
+                available: buf.len(),
+            });
+        }
+        copy_out(self.payload(&candidate), &mut buf[..len]);
+        self.confirm(st, &candidate)?;
+        Ok((candidate.seq(), len))
+    }
+
+    /// Copies the next message into `buf`, resized to its length; returns its sequence number.
+    pub(crate) fn read_to_vec(
+        &self,
+        st: &mut ReaderState,
+        buf: &mut Vec<u8>,
+    ) -> Result<u64, RecvError> {
+        let candidate = self.peek(st)?;
+        let len = candidate.len();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        } else {
+            buf.truncate(len);
+        }
+        copy_out(self.payload(&candidate), buf);
+        self.confirm(st, &candidate)?;
+        Ok(candidate.seq())
+    }
+
+    /// The payload words of the record at `pos` with `len` bytes. The caller has checked that
+    /// the record fits before the end of the ring.
+    fn words(&self, pos: u64, len: u64) -> &'a [AtomicU64] {
+        let start = ((pos + layout::RECORD_HEADER) & self.mask) >> 3;
+        let start = start as usize;
+        &self.data[start..start + (layout::align8(len) / 8) as usize]
+    }
+
+    /// The payload words of a candidate.
+    pub(crate) fn payload(&self, c: &Candidate) -> &'a [AtomicU64] {
+        self.words(c.pos, c.len)
+    }
+
+    /// Where a new reader starts (`docs/LAYOUT.md`, "Joining").
+    pub(crate) fn join(&self, start: StartAt) -> Result<ReaderState, RecvError> {
+        let beginning = ReaderState { pos: 0, seq: 1 };
+        if start == StartAt::Beginning {
+            return Ok(beginning);
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let latest = self.field(offset::LATEST).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if latest == NO_LATEST {
+                return Ok(beginning);
+            }
+            let pos = if start == StartAt::Oldest {
+                let head = self.field(offset::HEAD).load(Ordering::Relaxed);
+                fence(Ordering::Acquire);
+                head
+            } else {
+                latest
+            };
+            if pos % 8 != 0 {
+                return Err(RecvError::corrupt(
+                    "a header position is not a multiple of 8",
+                ));
+            }
+            let commit = self.at(pos).load(Ordering::Relaxed);
+            let len = self.at(pos.wrapping_add(8)).load(Ordering::Relaxed) & LEN_MASK;
+            if self.lapped(self.intent_after_fence(), pos) {
+                spin_hint();
+                continue;
+            }
+            let seq = commit & !PAD;
+            if seq == 0 {
+                return Err(RecvError::corrupt(
+                    "the record a header position points at is empty",
+                ));
+            }
+            return match start {
+                StartAt::Oldest => Ok(ReaderState { pos, seq }),
+                StartAt::Newest if commit & PAD == 0 => Ok(ReaderState { pos, seq }),
+                StartAt::Next if commit & PAD == 0 => {
+                    if len > self.max_payload
+                        || (pos & self.mask) + record_span(len) > self.capacity
+                    {
+                        return Err(RecvError::corrupt(
+                            "a record's length points outside the ring",
+                        ));
+                    }
+                    Ok(ReaderState {
+                        pos: pos.wrapping_add(record_span(len)),
+                        seq: seq + 1,
+                    })
+                }
+                _ => Err(RecvError::corrupt("`latest` points at a padding record")),
+            };
+        }
+        Err(RecvError::overrun())
+    }
+
+    /// Steps 1–4 of the read algorithm: find the next committed record and check its length.
+    /// Returns [`RecvError::Empty`] when there is none yet and [`RecvError::Lagged`] (after
+    /// moving `st` to the oldest retained record) when the reader was lapped.
+    pub(crate) fn peek(&self, st: &mut ReaderState) -> Result<Candidate, RecvError> {
+        let mut skipped_padding = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let commit = self.at(st.pos).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if commit == st.seq {
+                let len = self.at(st.pos + 8).load(Ordering::Relaxed) & LEN_MASK;
+                if len > self.max_payload || (st.pos & self.mask) + record_span(len) > self.capacity
+                {
+                    if self.lapped(self.intent_after_fence(), st.pos) {
+                        self.lagged(st)?;
+                        continue;
+                    }
+                    return Err(RecvError::corrupt(
+                        "a record's length points outside the ring",
+                    ));
+                }
+                return Ok(Candidate {
+                    pos: st.pos,
+                    seq: st.seq,
+                    len,
+                });
+            }
+            // The fence above already orders this load after the commit word's.
+            let intent = self.field(offset::INTENT).load(Ordering::Relaxed);
+            if self.lapped(intent, st.pos) {
+                self.lagged(st)?;
+                continue;
+            }
+            if commit != st.seq | PAD {
+                return Err(RecvError::Empty);
+            }
+            if st.pos & self.mask == 0 || skipped_padding {
+                return Err(RecvError::corrupt("a padding record at the start of a lap"));
+            }
+            st.pos = (st.pos | self.mask) + 1;
+            skipped_padding = true;
+        }
+        Err(RecvError::overrun())
+    }
+
+    /// Recovers from a lap: `Err(Lagged)` if messages were lost, `Ok(())` if the reader only
+    /// lost a padding record and should look again where it now stands.
+    fn lagged(&self, st: &mut ReaderState) -> Result<(), RecvError> {
+        match self.recover(st)? {
+            0 => Ok(()),
+            missed => Err(RecvError::Lagged { missed }),
+        }
+    }
+
+    /// Whether the candidate's bytes were intact when the caller finished reading them; if so,
+    /// advances `st` past it. The caller must have finished every load of the payload before
+    /// calling this (the acquire fence inside orders them before the `intent` re-check).
+    pub(crate) fn confirm(&self, st: &mut ReaderState, c: &Candidate) -> Result<(), RecvError> {
+        self.check_intact(st, c)?;
+        st.pos = c.pos.wrapping_add(record_span(c.len));
+        st.seq = c.seq + 1;
+        Ok(())
+    }
+
+    /// Like [`Ring::confirm`] but leaves the reader on the candidate (used when the caller
+    /// declines the message, e.g. because its buffer is too small).
+    pub(crate) fn check_intact(
+        &self,
+        st: &mut ReaderState,
+        c: &Candidate,
+    ) -> Result<(), RecvError> {
+        if self.lapped(self.intent_after_fence(), c.pos) {
+            // A candidate is a message record, so a lap over it always loses that message.
+            self.lagged(st)?;
+            return Err(RecvError::corrupt(
+                "a lapped message is still the oldest retained",
+            ));
+        }
+        Ok(())
+    }
+
+    /// *Lapped*: move `st` to the oldest retained record. Returns the number of messages lost,
+    /// which is zero only when the reader stood on an evicted padding record whose message is
+    /// still retained.
+    fn recover(&self, st: &mut ReaderState) -> Result<u64, RecvError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let intent = self.field(offset::INTENT).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            let head = self.field(offset::HEAD).load(Ordering::Relaxed);
+            if head % 8 != 0 || head.saturating_add(self.capacity) < intent {
+                return Err(RecvError::corrupt("`head` is inconsistent with `intent`"));
+            }
+            fence(Ordering::Acquire);
+            let commit = self.at(head).load(Ordering::Relaxed);
+            if self.lapped(self.intent_after_fence(), head) {
+                spin_hint();
+                continue;
+            }
+            let seq = commit & !PAD;
+            if seq < st.seq || (seq == st.seq && head <= st.pos) {
+                return Err(RecvError::corrupt(
+                    "the oldest retained record is not newer than the reader",
+                ));
+            }
+            let missed = seq - st.seq;
+            *st = ReaderState { pos: head, seq };
+            return Ok(missed);
+        }
+        Err(RecvError::overrun())
+    }
+
+    // ---------------------------------------------------------------- inspection
+
+    /// A racy snapshot of the index words and the sequence numbers they point at, for
+    /// `inspect`. Values may be stale or torn while the producer runs; nothing trusts them.
+    pub(crate) fn snapshot(&self) -> IndexSnapshot {
+        let intent = self.field(offset::INTENT).load(Ordering::Relaxed);
+        let head = self.field(offset::HEAD).load(Ordering::Relaxed);
+        let latest = self.field(offset::LATEST).load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        let (oldest_seq, next_seq) = if latest == NO_LATEST {
+            (None, 1)
+        } else {
+            let oldest = self.at(head).load(Ordering::Relaxed) & !PAD;
+            let newest = self.at(latest).load(Ordering::Relaxed) & !PAD;
+            (Some(oldest), newest.saturating_add(1))
+        };
+        IndexSnapshot {
+            intent,
+            head,
+            latest: (latest != NO_LATEST).then_some(latest),
+            oldest_seq,
+            next_seq,
+        }
+    }
+}
+
+/// What [`Ring::snapshot`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexSnapshot {
+    pub intent: u64,
+    pub head: u64,
+    pub latest: Option<u64>,
+    pub oldest_seq: Option<u64>,
+    pub next_seq: u64,
+}
+
+/// Copies the first `dst.len()` bytes held by `words` into `dst` (`dst.len() <= 8 * words.len()`).
+#[inline]
+pub(crate) fn copy_out(words: &[AtomicU64], dst: &mut [u8]) {
+    let full = dst.len() / 8;
+    let mut chunks = dst.chunks_exact_mut(8);
+    for (chunk, word) in (&mut chunks).zip(words) {
+        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let word = words[full].load(Ordering::Relaxed).to_le_bytes();
+        rest.copy_from_slice(&word[..rest.len()]);
+    }
+}
+
+/// Copies `dst.len()` bytes starting at byte `offset` of the payload held by `words`.
+pub(crate) fn copy_range(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
+    let mut i = 0;
+    while i < dst.len() {
+        let at = offset + i;
+        let word = words[at / 8].load(Ordering::Relaxed).to_le_bytes();
+        let from = at % 8;
+        let n = (8 - from).min(dst.len() - i);
+        dst[i..i + n].copy_from_slice(&word[from..from + n]);
+        i += n;
+    }
+}
+
+/// Writes `src` at byte `offset` of the payload held by `words` (producer only: partial words
+/// are read, merged and stored back, which is safe because only the producer stores).
+pub(crate) fn write_range(words: &[AtomicU64], offset: usize, src: &[u8]) {
+    let mut i = 0;
+    while i < src.len() {
+        let at = offset + i;
+        let word = &words[at / 8];
+        let from = at % 8;
+        let n = (8 - from).min(src.len() - i);
+        let value = if n == 8 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&src[i..i + 8]);
+            b
+        } else {
+            let mut b = word.load(Ordering::Relaxed).to_le_bytes();
+            b[from..from + n].copy_from_slice(&src[i..i + n]);
+            b
+        };
+        word.store(u64::from_le_bytes(value), Ordering::Relaxed);
+        i += n;
+    }
+}
+
+/// A ring on the heap, for unit tests and loom models (Miri and loom cannot map shared files).
+#[cfg(test)]
+pub(crate) struct HeapRing {
+    header: Vec<AtomicU64>,
+    data: Vec<AtomicU64>,
+}
+
+#[cfg(test)]
+impl HeapRing {
+    pub(crate) fn new(capacity: u64) -> Self {
+        let heap = HeapRing {
+            header: (0..layout::HEADER_WORDS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            data: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+        };
+        heap.ring().init_indices();
+        heap
+    }
+
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        Ring::new(&self.header, &self.data)
+    }
+
+    /// Direct access for tests that corrupt the ring on purpose.
+    pub(crate) fn data(&self) -> &[AtomicU64] {
+        &self.data
+    }
+
+    pub(crate) fn header(&self) -> &[AtomicU64] {
+        &self.header
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_models;

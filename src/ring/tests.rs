@@ -1,0 +1,335 @@
+//! Single-process tests of the protocol on a heap ring. Cross-thread interleavings are covered
+//! by the loom models; cross-process behaviour by `tests/multiprocess.rs`.
+
+use super::*;
+use crate::pattern;
+
+const CAP: u64 = 4096;
+
+fn publish_pattern(ring: &Ring<'_>, w: &mut WriterState, len: usize) -> u64 {
+    let mut buf = vec![0u8; len];
+    pattern::fill(w.next_seq(), &mut buf);
+    ring.publish(w, &buf)
+}
+
+/// Reads until `Empty`, checking every payload; returns (received, missed, last seq).
+fn drain(ring: &Ring<'_>, st: &mut ReaderState) -> (u64, u64, u64) {
+    let (mut received, mut missed, mut last) = (0, 0, 0);
+    let mut buf = Vec::new();
+    loop {
+        match ring.read_to_vec(st, &mut buf) {
+            Ok(seq) => {
+                assert!(seq > last, "sequence went backwards: {seq} after {last}");
+                assert!(pattern::matches(seq, &buf), "payload of {seq} is corrupt");
+                received += 1;
+                last = seq;
+            }
+            Err(RecvError::Lagged { missed: m }) => {
+                assert!(m > 0);
+                missed += m;
+            }
+            Err(RecvError::Empty) => return (received, missed, last),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn empty_ring_reads_empty_from_every_start() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    for start in [
+        StartAt::Beginning,
+        StartAt::Oldest,
+        StartAt::Newest,
+        StartAt::Next,
+    ] {
+        let mut st = ring.join(start).unwrap();
+        assert_eq!(st, ReaderState { pos: 0, seq: 1 });
+        assert_eq!(ring.read_into(&mut st, &mut [0; 8]), Err(RecvError::Empty));
+    }
+}
+
+#[test]
+fn keeping_up_receives_everything_across_many_laps() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    let mut total = 0;
+    for i in 0..5000u64 {
+        // Lengths 0..=max_payload, so records of every alignment meet the end of the ring.
+        let len = pattern::length(i, 0, ring.max_payload() as usize);
+        publish_pattern(&ring, &mut w, len);
+        total += 1;
+        if i % 3 == 2 {
+            let (received, missed, last) = drain(&ring, &mut st);
+            assert_eq!(missed, 0);
+            assert_eq!(last, total);
+            assert!(received >= 1);
+        }
+    }
+    let (_, missed, last) = drain(&ring, &mut st);
+    assert_eq!((missed, last), (0, total));
+    assert!(w.tail > 100 * CAP, "the test should wrap many times");
+}
+
+#[test]
+fn lapped_reader_learns_exactly_how_many_it_missed() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    for i in 0..1000 {
+        publish_pattern(&ring, &mut w, pattern::length(i, 1, 200));
+    }
+    let oldest = ring.snapshot().oldest_seq.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        ring.read_to_vec(&mut st, &mut buf),
+        Err(RecvError::Lagged { missed: oldest - 1 })
+    );
+    let (received, missed, last) = drain(&ring, &mut st);
+    assert_eq!(missed, 0);
+    assert_eq!(last, 1000);
+    assert_eq!(received + oldest - 1, 1000);
+}
+
+#[test]
+fn joins_start_where_documented() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    for i in 0..300 {
+        publish_pattern(&ring, &mut w, pattern::length(i, 1, 100));
+    }
+    let mut buf = Vec::new();
+    let oldest_seq = ring.snapshot().oldest_seq.unwrap();
+    assert!(oldest_seq > 1);
+
+    let mut st = ring.join(StartAt::Oldest).unwrap();
+    assert_eq!(ring.read_to_vec(&mut st, &mut buf), Ok(oldest_seq));
+
+    let mut st = ring.join(StartAt::Newest).unwrap();
+    assert_eq!(ring.read_to_vec(&mut st, &mut buf), Ok(300));
+    assert_eq!(ring.read_to_vec(&mut st, &mut buf), Err(RecvError::Empty));
+
+    let mut st = ring.join(StartAt::Next).unwrap();
+    assert_eq!(ring.read_to_vec(&mut st, &mut buf), Err(RecvError::Empty));
+    publish_pattern(&ring, &mut w, 10);
+    assert_eq!(ring.read_to_vec(&mut st, &mut buf), Ok(301));
+
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    assert_eq!(
+        ring.read_to_vec(&mut st, &mut buf),
+        Err(RecvError::Lagged {
+            missed: oldest_seq - 1
+        })
+    );
+}
+
+#[test]
+fn too_small_buffer_leaves_the_message_unread() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    ring.publish(&mut w, b"twelve bytes");
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    let mut small = [0u8; 4];
+    assert_eq!(
+        ring.read_into(&mut st, &mut small),
+        Err(RecvError::BufferTooSmall {
+            needed: 12,
+            available: 4
+        })
+    );
+    let mut big = [0u8; 16];
+    assert_eq!(ring.read_into(&mut st, &mut big), Ok((1, 12)));
+    assert_eq!(&big[..12], b"twelve bytes");
+}
+
+#[test]
+fn stale_words_equal_to_the_next_seq_are_not_mistaken_for_a_record() {
+    // Old ring contents can hold any value, including the sequence number a reader expects
+    // next at that very position. Plant exactly that (with a plausible length word) where the
+    // next record will start, before every publish: the producer's pre-cleared next word must
+    // keep the reader from taking it for a committed record.
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    let mut buf = Vec::new();
+    for round in 0..2000u64 {
+        let len = pattern::length(round, 0, 200);
+        let end = w.tail + record_span(len as u64);
+        if (w.tail & (CAP - 1)) + record_span(len as u64) <= CAP {
+            heap.data()[((end & (CAP - 1)) / 8) as usize]
+                .store(w.next_seq() + 1, Ordering::Relaxed);
+            heap.data()[(((end + 8) & (CAP - 1)) / 8) as usize].store(8, Ordering::Relaxed);
+        }
+        let seq = publish_pattern(&ring, &mut w, len);
+        assert_eq!(ring.read_to_vec(&mut st, &mut buf), Ok(seq));
+        assert!(pattern::matches(seq, &buf));
+        assert_eq!(ring.read_to_vec(&mut st, &mut buf), Err(RecvError::Empty));
+    }
+}
+
+#[test]
+fn trailing_bytes_of_the_last_word_are_zero() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    ring.publish(&mut w, &[0xFF; 3]);
+    assert_eq!(heap.data()[2].load(Ordering::Relaxed), 0x00FF_FFFF);
+    assert_eq!(
+        heap.data()[3].load(Ordering::Relaxed),
+        0,
+        "next commit word pre-cleared"
+    );
+}
+
+#[test]
+fn a_record_length_outside_the_ring_is_corrupt_not_a_panic() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    ring.publish(&mut w, b"hello");
+    heap.data()[1].store(u64::from(u32::MAX), Ordering::Relaxed);
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    assert!(matches!(
+        ring.read_to_vec(&mut st, &mut Vec::new()),
+        Err(RecvError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn padding_at_the_start_of_a_lap_is_corrupt() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    heap.data()[0].store(1 | PAD, Ordering::Relaxed);
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    assert!(matches!(
+        ring.read_to_vec(&mut st, &mut Vec::new()),
+        Err(RecvError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn an_impossible_intent_is_corrupt_not_an_endless_loop() {
+    let heap = HeapRing::new(CAP);
+    let ring = heap.ring();
+    heap.header()[layout::word(offset::INTENT)].store(u64::MAX, Ordering::Relaxed);
+    let mut st = ring.join(StartAt::Beginning).unwrap();
+    assert!(matches!(
+        ring.read_to_vec(&mut st, &mut Vec::new()),
+        Err(RecvError::Corrupt(_))
+    ));
+}
+
+/// A small deterministic generator for the hostile-input test.
+fn next(state: &mut u64) -> u64 {
+    pattern::splitmix64(state)
+}
+
+#[test]
+fn arbitrary_bytes_never_panic_or_hang() {
+    // Every header index word and ring word random (or a plausible small value), then every
+    // read operation: each must return promptly with a message, Empty, Lagged or Corrupt.
+    let mut rng = 0x5EED;
+    for _ in 0..3000 {
+        let heap = HeapRing::new(CAP);
+        let ring = heap.ring();
+        let plausible = |rng: &mut u64| match next(rng) % 4 {
+            0 => next(rng),
+            1 => next(rng) % 64,
+            2 => (next(rng) % (4 * CAP)) & !7,
+            _ => (next(rng) % 64) | PAD,
+        };
+        for off in [offset::INTENT, offset::HEAD, offset::LATEST] {
+            heap.header()[layout::word(off)].store(plausible(&mut rng), Ordering::Relaxed);
+        }
+        for word in heap.data() {
+            word.store(plausible(&mut rng), Ordering::Relaxed);
+        }
+        for start in [
+            StartAt::Beginning,
+            StartAt::Oldest,
+            StartAt::Newest,
+            StartAt::Next,
+        ] {
+            let Ok(mut st) = ring.join(start) else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            for _ in 0..50 {
+                match ring.read_to_vec(&mut st, &mut buf) {
+                    Ok(_) => assert!(buf.len() as u64 <= ring.max_payload()),
+                    Err(RecvError::Lagged { missed }) => assert!(missed > 0),
+                    Err(RecvError::Empty) | Err(RecvError::Corrupt(_)) => break,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+        }
+        let _ = ring.snapshot();
+    }
+}
+
+#[test]
+fn concurrent_readers_account_for_every_message() {
+    // Threads, not processes: a fast and a slow reader against a producer publishing checksummed
+    // payloads of random lengths into a small ring. (The multi-process version is in tests/.)
+    use std::sync::atomic::AtomicBool;
+    const N: u64 = 200_000;
+    let heap = HeapRing::new(CAP);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = [0u32, 50]
+            .into_iter()
+            .map(|pause_every| {
+                let heap = &heap;
+                let done = &done;
+                s.spawn(move || {
+                    let ring = heap.ring();
+                    let mut st = ring.join(StartAt::Beginning).unwrap();
+                    let (mut received, mut missed, mut last) = (0u64, 0u64, 0u64);
+                    let mut buf = Vec::new();
+                    loop {
+                        match ring.read_to_vec(&mut st, &mut buf) {
+                            Ok(seq) => {
+                                assert_eq!(seq, last + 1, "gap without a Lagged report");
+                                assert!(pattern::matches(seq, &buf), "torn payload {seq}");
+                                received += 1;
+                                last = seq;
+                                if pause_every > 0 && seq % u64::from(pause_every) == 0 {
+                                    std::thread::sleep(std::time::Duration::from_micros(200));
+                                }
+                            }
+                            Err(RecvError::Lagged { missed: m }) => {
+                                missed += m;
+                                last += m;
+                            }
+                            Err(RecvError::Empty) => {
+                                if done.load(Ordering::Acquire) && received + missed == N {
+                                    return (received, missed);
+                                }
+                                std::hint::spin_loop();
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let ring = heap.ring();
+        let mut w = WriterState::new();
+        for i in 0..N {
+            publish_pattern(&ring, &mut w, pattern::length(i, 1, 300));
+        }
+        done.store(true, Ordering::Release);
+        let results: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        for (received, missed) in &results {
+            assert_eq!(received + missed, N);
+        }
+        assert!(results[1].1 > 0, "the slow reader should have been lapped");
+    });
+}

@@ -1,0 +1,334 @@
+//! Segment files: naming, exclusive creation with pre-allocated pages, opening with header
+//! validation, and the mapping the ring lives in.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::OFlag;
+use nix::sys::mman::{shm_open, shm_unlink};
+use nix::sys::stat::Mode;
+
+use crate::error::Error;
+use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WORDS};
+use crate::ring::Ring;
+use crate::sync::{fence, AtomicU64, Ordering};
+
+/// Where a segment lives: a POSIX shared-memory object or a file path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A shared-memory object name, always with its leading slash (`/demo`).
+    Shm(String),
+    /// A regular file.
+    File(PathBuf),
+}
+
+impl Location {
+    /// A validated shared-memory name. `demo` is accepted as `/demo`.
+    pub(crate) fn shm(name: &str) -> Result<Self, Error> {
+        let invalid = |reason| Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        };
+        let bare = name.strip_prefix('/').unwrap_or(name);
+        if bare.is_empty() {
+            return Err(invalid("the name is empty"));
+        }
+        if bare.contains('/') {
+            return Err(invalid(
+                "a shared-memory name has no '/' after the first character (use a file path instead)",
+            ));
+        }
+        if bare.contains('\0') {
+            return Err(invalid("the name contains a NUL byte"));
+        }
+        if bare == "." || bare == ".." {
+            return Err(invalid("'.' and '..' are not segment names"));
+        }
+        if bare.len() > 255 {
+            return Err(invalid("the name is longer than 255 bytes"));
+        }
+        Ok(Location::Shm(format!("/{bare}")))
+    }
+
+    /// The file a person would look for: `/dev/shm/NAME` for shared memory on Linux.
+    pub(crate) fn path(&self) -> PathBuf {
+        match self {
+            Location::Shm(name) => PathBuf::from(format!("/dev/shm{name}")),
+            Location::File(path) => path.clone(),
+        }
+    }
+
+    fn open_file(&self, write: bool, create_mode: Option<u32>) -> io::Result<File> {
+        match self {
+            Location::Shm(name) => {
+                let mut flags = if write {
+                    OFlag::O_RDWR
+                } else {
+                    OFlag::O_RDONLY
+                };
+                if create_mode.is_some() {
+                    flags |= OFlag::O_CREAT | OFlag::O_EXCL;
+                }
+                let mode = Mode::from_bits_truncate(create_mode.unwrap_or(0) as _);
+                let fd = shm_open(name.as_str(), flags | OFlag::O_CLOEXEC, mode)?;
+                Ok(File::from(fd))
+            }
+            Location::File(path) => {
+                let mut options = OpenOptions::new();
+                options.read(true).write(write);
+                if let Some(mode) = create_mode {
+                    options.create_new(true).mode(mode);
+                }
+                options.open(path)
+            }
+        }
+    }
+
+    /// Removes the segment's name (mappings that exist stay valid).
+    pub(crate) fn unlink(&self) -> io::Result<()> {
+        match self {
+            Location::Shm(name) => Ok(shm_unlink(name.as_str())?),
+            Location::File(path) => std::fs::remove_file(path),
+        }
+    }
+}
+
+/// A mapped segment. The ring view borrows from it, so no view outlives the mapping.
+pub(crate) struct Mapping {
+    map: MmapRaw,
+    capacity: u64,
+}
+
+// The header and the ring are always accessed through atomics (see `Mapping::ring`).
+impl Mapping {
+    fn header_words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is at least DATA_OFFSET + capacity bytes (checked by `create` and
+        // `open` before a `Mapping` is built) and lives as long as the returned borrow of
+        // `self`. mmap returns page-aligned memory, so the base is 8-byte aligned, and AtomicU64
+        // has the size and alignment of u64 with every bit pattern valid. A shared reference to
+        // atomics over memory other processes modify is sound: AtomicU64 is an UnsafeCell, and
+        // every process accesses these words only with atomic operations (docs/LAYOUT.md). In a
+        // read-only mapping this crate only performs relaxed loads, which Rust documents as
+        // valid on read-only memory for word-sized atomics.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), HEADER_WORDS) }
+    }
+
+    /// The ring view of this mapping.
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        // SAFETY: as in `header_words`; DATA_OFFSET is a multiple of 8 and the mapping holds
+        // DATA_OFFSET + capacity bytes, so the `capacity / 8` words are in bounds and aligned.
+        let data = unsafe {
+            std::slice::from_raw_parts(
+                self.map
+                    .as_ptr()
+                    .add(DATA_OFFSET as usize)
+                    .cast::<AtomicU64>(),
+                (self.capacity / 8) as usize,
+            )
+        };
+        Ring::new(self.header_words(), data)
+    }
+
+    /// The identity block, loaded with atomics: `magic` first, then an acquire fence, then the
+    /// rest, so a header whose `magic` is set is seen complete.
+    pub(crate) fn identity(&self) -> Identity {
+        load_identity(self.header_words())
+    }
+}
+
+fn load_identity(words: &[AtomicU64]) -> Identity {
+    let get = |off: usize| words[layout::word(off)].load(Ordering::Relaxed);
+    let magic = get(offset::MAGIC);
+    fence(Ordering::Acquire);
+    Identity {
+        magic,
+        version: get(offset::VERSION) as u32,
+        data_offset: get(offset::DATA_OFFSET),
+        capacity: get(offset::CAPACITY),
+        flags: get(offset::FLAGS),
+        epoch: get(offset::EPOCH),
+        producer_pid: get(offset::PRODUCER_PID),
+        created_unix_ns: get(offset::CREATED_UNIX_NS),
+    }
+}
+
+/// Removes a half-created segment unless disarmed.
+struct UnlinkGuard<'a>(Option<&'a Location>);
+
+impl Drop for UnlinkGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(location) = self.0 {
+            let _ = location.unlink();
+        }
+    }
+}
+
+/// Creates a new segment exclusively, allocates all of its pages, and writes its header.
+pub(crate) fn create(location: &Location, capacity: u64, mode: u32) -> Result<Mapping, Error> {
+    let path = location.path();
+    if let Some(reason) = layout::capacity_problem(capacity) {
+        return Err(Error::InvalidCapacity { capacity, reason });
+    }
+    let total = DATA_OFFSET + capacity;
+    let file = location
+        .open_file(true, Some(mode))
+        .map_err(|e| Error::from_io("create", path.clone(), e))?;
+    let mut guard = UnlinkGuard(Some(location));
+    // shm_open and open apply the umask; the caller asked for exactly `mode`.
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(|e| Error::from_io("set the mode of", path.clone(), e))?;
+    file.set_len(total)
+        .map_err(|e| Error::from_io("size", path.clone(), e))?;
+    allocate(&file, total).map_err(|e| {
+        if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) {
+            Error::NoSpace {
+                path: path.clone(),
+                bytes: total,
+            }
+        } else {
+            Error::from_io("allocate", path.clone(), e)
+        }
+    })?;
+    let map = MmapOptions::new()
+        .len(total as usize)
+        .map_raw(&file)
+        .map_err(|e| Error::from_io("map", path.clone(), e))?;
+    let mapping = Mapping { map, capacity };
+    init_header(&mapping, capacity);
+    guard.0 = None;
+    Ok(mapping)
+}
+
+/// Backs every page with memory now, so running out of space is an `ENOSPC` here rather than a
+/// SIGBUS on some later publish.
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        use std::os::fd::AsRawFd;
+        match nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, len as i64) {
+            Ok(()) => return Ok(()),
+            // Not supported by this file system: fall back to writing zeros.
+            Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+fn init_header(mapping: &Mapping, capacity: u64) {
+    let words = mapping.header_words();
+    let set = |off: usize, value: u64| words[layout::word(off)].store(value, Ordering::Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    set(offset::VERSION, u64::from(layout::VERSION));
+    set(offset::DATA_OFFSET, DATA_OFFSET);
+    set(offset::CAPACITY, capacity);
+    set(offset::FLAGS, 0);
+    set(offset::EPOCH, 1);
+    set(offset::PRODUCER_PID, u64::from(std::process::id()));
+    set(offset::CREATED_UNIX_NS, now);
+    mapping.ring().init_indices();
+    // Publishes everything above to readers that see `magic` (docs/LAYOUT.md, "Initialisation").
+    words[layout::word(offset::MAGIC)].store(layout::MAGIC, Ordering::Release);
+}
+
+/// Opens an existing segment read-only and validates its header (docs/LAYOUT.md, "Validating a
+/// segment before reading it").
+pub(crate) fn open(location: &Location) -> Result<Mapping, Error> {
+    let path = location.path();
+    let file = location
+        .open_file(false, None)
+        .map_err(|e| Error::from_io("open", path.clone(), e))?;
+    let file_size = file
+        .metadata()
+        .map_err(|e| Error::from_io("stat", path.clone(), e))?
+        .len();
+    if file_size == 0 {
+        // shm_open created it and ftruncate has not run yet.
+        return Err(Error::NotInitialized { path });
+    }
+    if file_size < HEADER_SIZE {
+        return Err(Error::Truncated {
+            path,
+            file_size,
+            min: HEADER_SIZE,
+        });
+    }
+    let map = MmapOptions::new()
+        .len(file_size as usize)
+        .map_raw_read_only(&file)
+        .map_err(|e| Error::from_io("map", path.clone(), e))?;
+    // Only the header page is touched until the size has been checked against it.
+    // SAFETY: the mapping is at least HEADER_SIZE bytes (checked above) and page-aligned; see
+    // `Mapping::header_words` for why atomics over it are sound.
+    let header =
+        unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<AtomicU64>(), HEADER_WORDS) };
+    let id = load_identity(header);
+    validate(&path, &id, file_size)?;
+    Ok(Mapping {
+        map,
+        capacity: id.capacity,
+    })
+}
+
+/// Checks an identity block against the layout and the file size, in the documented order.
+pub(crate) fn validate(path: &Path, id: &Identity, file_size: u64) -> Result<(), Error> {
+    let path = || path.to_path_buf();
+    if id.magic == 0 {
+        return Err(Error::NotInitialized { path: path() });
+    }
+    if id.magic != layout::MAGIC {
+        return Err(Error::BadMagic {
+            path: path(),
+            found: id.magic.to_le_bytes(),
+        });
+    }
+    if id.version != layout::VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path(),
+            found: id.version,
+            supported: layout::VERSION,
+        });
+    }
+    if id.flags & !layout::KNOWN_FLAGS != 0 {
+        return Err(Error::UnsupportedFlags {
+            path: path(),
+            flags: id.flags,
+        });
+    }
+    if id.data_offset != DATA_OFFSET {
+        return Err(Error::InvalidHeader {
+            path: path(),
+            reason: format!("data_offset is {}, expected {DATA_OFFSET}", id.data_offset),
+        });
+    }
+    if let Some(reason) = layout::capacity_problem(id.capacity) {
+        return Err(Error::InvalidHeader {
+            path: path(),
+            reason: format!("capacity {}: {reason}", id.capacity),
+        });
+    }
+    let expected = DATA_OFFSET + id.capacity;
+    if file_size != expected {
+        return Err(Error::SizeMismatch {
+            path: path(),
+            file_size,
+            expected,
+            capacity: id.capacity,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The consumer side: [`Subscriber`], the zero-copy [`MessageRef`], and [`SegmentInfo`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::error::{Error, RecvError};
+use crate::ring::{self, ReaderState, StartAt};
+use crate::segment::{self, Location, Mapping};
+use crate::sync::AtomicU64;
+use crate::wait::Backoff;
+
+/// What a copying read delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// Its length in bytes (the prefix of the caller's buffer that holds it).
+    pub len: usize,
+}
+
+/// A reader of a segment, in this or another process.
+///
+/// A subscriber maps the segment read-only and never writes to it. It reads every message in
+/// order, or learns exactly how many it missed ([`RecvError::Lagged`]) and continues with the
+/// oldest message still intact. It never returns a message that was partly overwritten.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use shmcast::{Publisher, RecvError, StartAt, Subscriber};
+///
+/// let name = format!("/shmcast-doc-subscriber-{}", std::process::id());
+/// let mut publisher = Publisher::options().capacity(4096).create(&name)?;
+/// let mut subscriber = Subscriber::open(&name, StartAt::Beginning)?;
+///
+/// for i in 0..1000u32 {
+///     publisher.publish(&i.to_le_bytes())?;
+/// }
+/// let mut buf = [0u8; 64];
+/// match subscriber.try_recv_into(&mut buf) {
+///     Err(RecvError::Lagged { missed }) => println!("missed {missed} messages"),
+///     other => panic!("a 4 KiB ring cannot hold 1000 messages: {other:?}"),
+/// }
+/// let received = subscriber.try_recv_into(&mut buf)?;
+/// assert_eq!(&buf[..received.len], &(received.seq as u32 - 1).to_le_bytes());
+/// # Ok(()) }
+/// ```
+pub struct Subscriber {
+    mapping: Mapping,
+    state: ReaderState,
+    location: Location,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("path", &self.location.path())
+            .field("next_seq", &self.state.seq())
+            .finish()
+    }
+}
+
+impl Subscriber {
+    /// Opens the shared-memory segment `name` (`/name` or `name`) and starts reading at
+    /// `start`.
+    pub fn open(name: &str, start: StartAt) -> Result<Self, Error> {
+        Self::open_at(Location::shm(name)?, start)
+    }
+
+    /// Opens the segment stored in the file at `path`.
+    pub fn open_path(path: impl AsRef<Path>, start: StartAt) -> Result<Self, Error> {
+        Self::open_at(Location::File(path.as_ref().to_path_buf()), start)
+    }
+
+    fn open_at(location: Location, start: StartAt) -> Result<Self, Error> {
+        let mapping = segment::open(&location)?;
+        let state = mapping
+            .ring()
+            .join(start)
+            .map_err(|e| Error::InvalidHeader {
+                path: location.path(),
+                reason: e.to_string(),
+            })?;
+        Ok(Subscriber {
+            mapping,
+            state,
+            location,
+        })
+    }
+
+    /// Copies the next message into `buf` without blocking.
+    ///
+    /// Returns [`RecvError::Empty`] if there is none yet, [`RecvError::Lagged`] if messages
+    /// were lost (read again to continue), and [`RecvError::BufferTooSmall`] (the message stays
+    /// unread) if `buf` is shorter than the message.
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Received, RecvError> {
+        let (seq, len) = self.mapping.ring().read_into(&mut self.state, buf)?;
+        Ok(Received { seq, len })
+    }
+
+    /// Copies the next message into `buf` (resized to the message's length) without blocking
+    /// and returns its sequence number. Reusing the same `Vec` allocates only when a message is
+    /// longer than any before it.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
+        self.mapping.ring().read_to_vec(&mut self.state, buf)
+    }
+
+    /// Inspects the next message in place, without copying it, and returns its sequence number
+    /// with what `f` returned.
+    ///
+    /// `f` may see bytes the producer is overwriting at that moment; if so its result is
+    /// discarded and [`RecvError::Lagged`] is returned. So `f` must not act on the bytes
+    /// irrevocably (or panic on surprising values) before this method returns `Ok`.
+    pub fn try_read<R>(
+        &mut self,
+        f: impl FnOnce(MessageRef<'_>) -> R,
+    ) -> Result<(u64, R), RecvError> {
+        let ring = self.mapping.ring();
+        let candidate = ring.peek(&mut self.state)?;
+        let result = f(MessageRef {
+            words: ring.payload(&candidate),
+            len: candidate.len(),
+            seq: candidate.seq(),
+        });
+        ring.confirm(&mut self.state, &candidate)?;
+        Ok((candidate.seq(), result))
+    }
+
+    /// Reads the next message as a plain-old-data value without blocking. A message whose size
+    /// is not `size_of::<T>()` is consumed and reported as [`RecvError::SizeMismatch`].
+    pub fn try_recv_pod<T: Pod>(&mut self) -> Result<(u64, T), RecvError> {
+        let ring = self.mapping.ring();
+        let candidate = ring.peek(&mut self.state)?;
+        let mut value = T::zeroed();
+        let expected = std::mem::size_of::<T>();
+        if candidate.len() != expected {
+            ring.confirm(&mut self.state, &candidate)?;
+            return Err(RecvError::SizeMismatch {
+                seq: candidate.seq(),
+                expected,
+                actual: candidate.len(),
+            });
+        }
+        ring::copy_out(ring.payload(&candidate), bytemuck::bytes_of_mut(&mut value));
+        ring.confirm(&mut self.state, &candidate)?;
+        Ok((candidate.seq(), value))
+    }
+
+    /// Like [`Self::try_recv`], but waits for a message (spinning briefly, then yielding,
+    /// then sleeping at most 1 ms at a time). Never returns [`RecvError::Empty`].
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
+        self.wait_for(None, |s| s.try_recv(buf))
+    }
+
+    /// Like [`Self::recv`], but gives up with [`RecvError::Timeout`] after `timeout`.
+    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RecvError> {
+        self.wait_for(Some(Instant::now() + timeout), |s| s.try_recv(buf))
+    }
+
+    /// Like [`Self::try_recv_into`], but waits until `deadline` (or for ever with `None`).
+    pub fn recv_into_until(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<Received, RecvError> {
+        self.wait_for(deadline, |s| s.try_recv_into(buf))
+    }
+
+    fn wait_for<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Result<T, RecvError>,
+    ) -> Result<T, RecvError> {
+        let mut backoff = Backoff::new();
+        loop {
+            match attempt(self) {
+                Err(RecvError::Empty) => {
+                    if !backoff.wait(deadline) {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The sequence number of the next message this subscriber expects.
+    pub fn next_seq(&self) -> u64 {
+        self.state.seq()
+    }
+
+    /// The ring capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.mapping.ring().capacity()
+    }
+
+    /// The largest payload the segment accepts.
+    pub fn max_payload(&self) -> usize {
+        self.mapping.ring().max_payload() as usize
+    }
+
+    /// The segment's file.
+    pub fn path(&self) -> PathBuf {
+        self.location.path()
+    }
+
+    /// A snapshot of the segment's header. While the producer runs the values move on; they are
+    /// for display, not for synchronisation.
+    pub fn info(&self) -> SegmentInfo {
+        let id = self.mapping.identity();
+        let ring = self.mapping.ring();
+        let snap = ring.snapshot();
+        SegmentInfo {
+            path: self.location.path(),
+            version: id.version,
+            capacity: id.capacity,
+            max_payload: ring.max_payload(),
+            epoch: id.epoch,
+            producer_pid: id.producer_pid,
+            created_unix_ns: id.created_unix_ns,
+            next_seq: snap.next_seq,
+            oldest_seq: snap.oldest_seq,
+            intent: snap.intent,
+            head: snap.head,
+            latest: snap.latest,
+        }
+    }
+}
+
+/// The header of a segment as [`Subscriber::info`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentInfo {
+    /// The segment's file.
+    pub path: PathBuf,
+    /// Layout version.
+    pub version: u32,
+    /// Ring capacity in bytes.
+    pub capacity: u64,
+    /// Largest payload accepted.
+    pub max_payload: u64,
+    /// Producer generation (1 at creation).
+    pub epoch: u64,
+    /// Process id of the producer that created the segment.
+    pub producer_pid: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: u64,
+    /// Sequence number the next message will get (1 if nothing was published).
+    pub next_seq: u64,
+    /// Sequence number of the oldest retained message, if any.
+    pub oldest_seq: Option<u64>,
+    /// The producer's `intent` position.
+    pub intent: u64,
+    /// Position of the oldest retained record.
+    pub head: u64,
+    /// Position of the newest message, if any.
+    pub latest: Option<u64>,
+}
+
+/// A message inspected in place by [`Subscriber::try_read`].
+///
+/// It reads the shared ring word by word with atomic loads; it is not a `&[u8]`, because the
+/// producer may be overwriting the memory. What it returns is only trustworthy once
+/// `try_read` has returned `Ok`.
+#[derive(Clone, Copy)]
+pub struct MessageRef<'a> {
+    words: &'a [AtomicU64],
+    len: usize,
+    seq: u64,
+}
+
+impl MessageRef<'_> {
+    /// The message's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the first `min(len, dst.len())` bytes into `dst` and returns how many.
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        ring::copy_out(self.words, &mut dst[..n]);
+        n
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset`; returns `false` (copying nothing) if that
+    /// range is not inside the message.
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> bool {
+        match offset.checked_add(dst.len()) {
+            Some(end) if end <= self.len => {
+                ring::copy_range(self.words, offset, dst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The byte at `index`, if inside the message.
+    pub fn get(&self, index: usize) -> Option<u8> {
+        let mut b = [0u8; 1];
+        self.read_at(index, &mut b).then_some(b[0])
+    }
+
+    /// A copy of the whole message.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.len];
+        ring::copy_out(self.words, &mut v);
+        v
+    }
+}
+
+impl std::fmt::Debug for MessageRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageRef")
+            .field("seq", &self.seq)
+            .field("len", &self.len)
+            .finish()
+    }
+}
