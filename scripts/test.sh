@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every check of the project, Rust and Go: what CI runs (through .ci/run).
+#   scripts/test.sh
+# Environment: LOOM_MAX_PREEMPTIONS (default 2), FUZZTIME for the Go fuzz targets (default 10s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+
+step "cargo test: unit, loom-free protocol tests, golden files, errors, CLI, multi-process, doc examples"
+cargo test
+
+step "loom models of the ring protocol (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
+RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
+    CARGO_TARGET_DIR=target/loom cargo test --release --lib loom
+
+step "release build of the CLI, and the benchmarks compile"
+cargo build --release --bin shmcast
+cargo bench --no-run --quiet
+
+step "Go reader: gofmt, vet, arm64 cross-compile, tests (+ -race), live interop with the Rust CLI, fuzz"
+SHMCAST_BIN="$PWD/target/release/shmcast" bash go-client/check.sh
