@@ -279,14 +279,16 @@ func (r *Reader) locate() (off, n uint64, err error) {
 		w := r.ringWord(pos)
 		switch w {
 		case r.seq | padBit:
-			if off == 0 {
-				return 0, 0, corrupt(pos, "padding record at ring offset 0")
-			}
+			// The lap check comes first, as in docs/LAYOUT.md: a padding word
+			// seen at offset 0 may be an overwrite rather than corruption.
 			if r.lappedAt(pos, r.intent()) {
 				if err := r.resync(true); err != nil {
 					return 0, 0, err
 				}
 				continue
+			}
+			if off == 0 {
+				return 0, 0, corrupt(pos, "padding record at ring offset 0")
 			}
 			r.pos = pos - off + r.capacity // the message starts the next lap
 		case r.seq:
