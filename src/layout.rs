@@ -77,7 +77,7 @@ pub const fn record_span(len: u64) -> u64 {
 /// the ring, so the ring always retains several messages and `head` stays behind `tail`.
 #[inline]
 pub const fn max_payload(capacity: u64) -> u64 {
-    capacity / 4 - RECORD_HEADER
+    (capacity / 4).saturating_sub(RECORD_HEADER)
 }
 
 /// Why a capacity is not acceptable, or `None` if it is.

@@ -495,27 +495,40 @@ impl<'a> Ring<'a> {
 
     // ---------------------------------------------------------------- inspection
 
-    /// A racy snapshot of the index words and the sequence numbers they point at, for
-    /// `inspect`. Values may be stale or torn while the producer runs; nothing trusts them.
+    /// A snapshot of the index words and the sequence numbers they point at, for `inspect`.
+    /// The commit words are validated against `intent` like any read, so a live producer
+    /// cannot make it report torn values; it retries, and after many overruns reports what it
+    /// saw last.
     pub(crate) fn snapshot(&self) -> IndexSnapshot {
-        let intent = self.field(offset::INTENT).load(Ordering::Relaxed);
-        let head = self.field(offset::HEAD).load(Ordering::Relaxed);
-        let latest = self.field(offset::LATEST).load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        let (oldest_seq, next_seq) = if latest == NO_LATEST {
-            (None, 1)
-        } else {
+        let mut snap = IndexSnapshot {
+            intent: 0,
+            head: 0,
+            latest: None,
+            oldest_seq: None,
+            next_seq: 1,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let latest = self.field(offset::LATEST).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            let head = self.field(offset::HEAD).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            snap.head = head;
+            if latest == NO_LATEST {
+                snap.intent = self.field(offset::INTENT).load(Ordering::Relaxed);
+                return snap;
+            }
             let oldest = self.at(head).load(Ordering::Relaxed) & !PAD;
             let newest = self.at(latest).load(Ordering::Relaxed) & !PAD;
-            (Some(oldest), newest.saturating_add(1))
-        };
-        IndexSnapshot {
-            intent,
-            head,
-            latest: (latest != NO_LATEST).then_some(latest),
-            oldest_seq,
-            next_seq,
+            snap.intent = self.intent_after_fence();
+            snap.latest = Some(latest);
+            snap.oldest_seq = Some(oldest);
+            snap.next_seq = newest.saturating_add(1);
+            if !self.lapped(snap.intent, head) {
+                return snap;
+            }
+            spin_hint();
         }
+        snap
     }
 }
 

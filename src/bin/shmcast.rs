@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use shmcast::{pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
+use shmcast::{layout, pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
 
 #[derive(Parser)]
 #[command(
@@ -146,6 +146,17 @@ fn open(name: &str, start: StartAt) -> Result<Subscriber> {
 }
 
 fn publish(args: PublishArgs) -> Result<()> {
+    // Refuse impossible sizes before a segment exists, so a failure leaves nothing behind.
+    let max = layout::max_payload(args.capacity);
+    let valid_capacity = args.capacity.is_power_of_two()
+        && (layout::MIN_CAPACITY..=layout::MAX_CAPACITY).contains(&args.capacity);
+    if args.count.is_some() && valid_capacity && args.size.1 as u64 > max {
+        return Err(shmcast::Error::MessageTooLarge {
+            len: args.size.1,
+            max: max as usize,
+        }
+        .into());
+    }
     let options = PublisherOptions::new()
         .capacity(args.capacity)
         .mode(args.mode)
@@ -178,13 +189,6 @@ fn publish_generated(
     (min, max): (usize, usize),
     rate: Option<f64>,
 ) -> Result<()> {
-    if max > publisher.max_payload() {
-        return Err(shmcast::Error::MessageTooLarge {
-            len: max,
-            max: publisher.max_payload(),
-        }
-        .into());
-    }
     let mut buf = vec![0u8; max];
     let start = Instant::now();
     for seq in 1..=count {

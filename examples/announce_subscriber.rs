@@ -1,0 +1,133 @@
+//! Reads the announcements that `announce_publisher` publishes, from another process.
+//!
+//! Run the two as separate processes, in two terminals (either may start first):
+//!
+//! ```text
+//! cargo run --example announce_publisher                  # terminal 1
+//! cargo run --example announce_subscriber                 # terminal 2
+//! ```
+//!
+//! Arguments: the segment name (default `/shmcast-announce`), `--count N` to stop after N
+//! announcements, and `--idle S` to stop once nothing arrived for S seconds (default 3, which
+//! is how this process notices that the publisher has finished). It waits up to 10 seconds
+//! for the segment to appear, and starts with the oldest announcement still in the ring.
+
+use std::error::Error;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shmcast::{RecvError, StartAt, Subscriber};
+
+/// One announcement; the same definition as in `announce_publisher.rs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Announcement {
+    id: u64,
+    price_micros: i64,
+    timestamp_ns: u64,
+    symbol: [u8; 8],
+}
+
+struct Args {
+    name: String,
+    count: Option<u64>,
+    idle: Duration,
+}
+
+fn parse_args() -> Result<Args, Box<dyn Error>> {
+    let mut args = Args {
+        name: "/shmcast-announce".to_owned(),
+        count: None,
+        idle: Duration::from_secs(3),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--count" => args.count = Some(value()?.parse()?),
+            "--idle" => args.idle = Duration::try_from_secs_f64(value()?.parse()?)?,
+            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}").into()),
+            name => args.name = name.to_owned(),
+        }
+    }
+    Ok(args)
+}
+
+/// Opens the segment, waiting for the publisher to create it.
+fn open(name: &str) -> Result<Subscriber, Box<dyn Error>> {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut told = false;
+    loop {
+        match Subscriber::open(name, StartAt::Oldest) {
+            Ok(subscriber) => return Ok(subscriber),
+            // Not there yet, or being created right now: try again shortly.
+            Err(shmcast::Error::NotFound { .. } | shmcast::Error::NotInitialized { .. })
+                if Instant::now() < give_up =>
+            {
+                if !told {
+                    println!("waiting for a publisher to create {name} ...");
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args()?;
+    let mut subscriber = open(&args.name)?;
+    println!(
+        "reading {} from message {}",
+        subscriber.path().display(),
+        subscriber.next_seq()
+    );
+
+    let (mut received, mut missed) = (0u64, 0u64);
+    let mut last_message = Instant::now();
+    let limit = args.count.unwrap_or(u64::MAX);
+    while received < limit {
+        match subscriber.try_recv_pod::<Announcement>() {
+            Ok((seq, a)) => {
+                received += 1;
+                last_message = Instant::now();
+                let age_us = now_ns().saturating_sub(a.timestamp_ns) / 1000;
+                println!(
+                    "seq {seq}: #{} {} at {:.3} ({age_us} µs after it was published)",
+                    a.id,
+                    String::from_utf8_lossy(&a.symbol).trim_end_matches('\0'),
+                    a.price_micros as f64 / 1e6
+                );
+            }
+            Err(RecvError::Lagged { missed: n }) => {
+                // We fell a whole ring behind; carry on with the oldest retained message.
+                missed += n;
+                println!("lagged: {n} announcements were overwritten before we read them");
+            }
+            Err(RecvError::SizeMismatch { seq, actual, .. }) => {
+                println!("seq {seq}: skipping a {actual}-byte message that is not an announcement");
+            }
+            Err(RecvError::Empty) => {
+                if last_message.elapsed() >= args.idle {
+                    println!(
+                        "nothing for {:?}; the publisher seems to be done",
+                        args.idle
+                    );
+                    break;
+                }
+                // A real consumer would use `recv`/`recv_timeout` on byte messages; polling
+                // every millisecond keeps this example simple and cheap.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("received {received} announcements, missed {missed}");
+    Ok(())
+}
