@@ -26,20 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shmcast::Publisher;
 
-/// One announcement. Keep this definition identical in `announce_subscriber.rs`: the bytes are
-/// shared as they are (`#[repr(C)]`, no padding, so `Pod` can be derived).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Announcement {
-    /// Increases by one per announcement, starting at 1.
-    id: u64,
-    /// Price in millionths of a currency unit.
-    price_micros: i64,
-    /// When it was published, nanoseconds since the Unix epoch.
-    timestamp_ns: u64,
-    /// Instrument symbol, ASCII, zero-padded.
-    symbol: [u8; 8],
-}
+#[path = "common/announcement.rs"]
+mod announcement;
+use announcement::Announcement;
 
 struct Args {
     name: String,

@@ -17,15 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shmcast::{RecvError, StartAt, Subscriber};
 
-/// One announcement; the same definition as in `announce_publisher.rs`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Announcement {
-    id: u64,
-    price_micros: i64,
-    timestamp_ns: u64,
-    symbol: [u8; 8],
-}
+#[path = "common/announcement.rs"]
+mod announcement;
+use announcement::Announcement;
 
 struct Args {
     name: String,
