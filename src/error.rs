@@ -137,6 +137,7 @@ pub enum Error {
     },
 }
 
+#[cfg(not(loom))]
 impl Error {
     /// Maps an OS error from `action` on `path` to the most specific variant.
     pub(crate) fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {

@@ -94,6 +94,7 @@ pub(crate) fn capacity_problem(capacity: u64) -> Option<&'static str> {
 }
 
 /// The identity block of a header (`0x000 .. 0x040`).
+#[cfg(not(loom))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub magic: u64,
