@@ -1,5 +1,5 @@
-//! In-process costs of the ring on a real shared-memory segment: publish by message size, and
-//! publish + read (copying and zero-copy) by size. Every payload is written by the publisher and
+//! In-process costs of the ring on a real shared-memory segment: publish by message size,
+//! publish + read (copying and zero-copy) by size, and the read alone. Every payload is written by the publisher and
 //! copied or summed by the reader, so the benchmarks measure the work they claim to.
 //!
 //! `cargo bench --bench ring`; the cross-process harness is `shmcast bench` (issue 4).
@@ -44,24 +44,24 @@ fn publish_then_read(c: &mut Criterion) {
             b.iter(|| {
                 publisher.publish(&payload).unwrap();
                 let r = subscriber.try_recv_into(&mut buf).unwrap();
-                black_box(&buf[..r.len]);
+                black_box(checksum(&buf[..r.len]));
             })
         });
 
         let (mut publisher, mut subscriber) = segment("zero-copy");
         group.bench_with_input(BenchmarkId::new("zero-copy-sum", size), &size, |b, _| {
-            let mut chunk = [0u8; 64];
+            let mut chunk = [0u8; 256];
             b.iter(|| {
                 publisher.publish(&payload).unwrap();
-                // Touch every byte in place: sum it 64 bytes at a time.
+                // Touch every byte in place: sum it 256 bytes at a time.
                 let (_, sum) = subscriber
                     .try_read(|m| {
                         let mut sum = 0u64;
                         let mut at = 0;
                         while at < m.len() {
-                            let n = (m.len() - at).min(64);
+                            let n = (m.len() - at).min(chunk.len());
                             m.read_at(at, &mut chunk[..n]);
-                            sum += chunk[..n].iter().map(|&b| u64::from(b)).sum::<u64>();
+                            sum = sum.wrapping_add(checksum(&chunk[..n]));
                             at += n;
                         }
                         sum
@@ -85,5 +85,90 @@ fn publish_then_read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish, publish_then_read);
+/// Reader cost alone: a batch of messages is published untimed, then reading all of them is
+/// timed, so the figure is per message read (copying it out and summing it, or summing it in
+/// place through the zero-copy accessor).
+fn read(c: &mut Criterion) {
+    let mut group = c.benchmark_group("read");
+    for size in [8usize, 64, 1024, 4096] {
+        group.throughput(Throughput::Bytes(size as u64));
+        let payload = vec![0x5Au8; size];
+        // A batch that fits comfortably in the 4 MiB ring.
+        let batch = ((2 << 20) / (size + 16)).min(10_000);
+
+        let (mut publisher, mut subscriber) = segment("read-copy");
+        let mut buf = vec![0u8; size];
+        group.bench_with_input(BenchmarkId::new("copy", size), &size, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(batch as u64);
+                    for _ in 0..n {
+                        publisher.publish(&payload).unwrap();
+                    }
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        let r = subscriber.try_recv_into(&mut buf).unwrap();
+                        black_box(checksum(&buf[..r.len]));
+                    }
+                    total += start.elapsed();
+                    left -= n;
+                }
+                total
+            })
+        });
+
+        let (mut publisher, mut subscriber) = segment("read-zero-copy");
+        group.bench_with_input(BenchmarkId::new("zero-copy", size), &size, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                let mut left = iters;
+                let mut chunk = [0u8; 256];
+                while left > 0 {
+                    let n = left.min(batch as u64);
+                    for _ in 0..n {
+                        publisher.publish(&payload).unwrap();
+                    }
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        let (_, sum) = subscriber
+                            .try_read(|m| {
+                                let mut sum = 0u64;
+                                let mut at = 0;
+                                while at < m.len() {
+                                    let k = (m.len() - at).min(chunk.len());
+                                    m.read_at(at, &mut chunk[..k]);
+                                    sum = sum.wrapping_add(checksum(&chunk[..k]));
+                                    at += k;
+                                }
+                                sum
+                            })
+                            .unwrap();
+                        black_box(sum);
+                    }
+                    total += start.elapsed();
+                    left -= n;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Wrapping sum of the little-endian u64 words of `bytes` (and its tail bytes).
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut sum = 0u64;
+    for c in &mut chunks {
+        sum = sum.wrapping_add(u64::from_le_bytes(c.try_into().unwrap()));
+    }
+    for &b in chunks.remainder() {
+        sum = sum.wrapping_add(u64::from(b));
+    }
+    sum
+}
+
+criterion_group!(benches, publish, publish_then_read, read);
 criterion_main!(benches);

@@ -582,16 +582,22 @@ pub(crate) fn copy_out(words: &[AtomicU64], dst: &mut [u8]) {
     }
 }
 
-/// Copies `dst.len()` bytes starting at byte `offset` of the payload held by `words`.
+/// Copies `dst.len()` bytes starting at byte `offset` of the payload held by `words`: the
+/// partial word up to the next word boundary, then whole words.
 pub(crate) fn copy_range(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
-    let mut i = 0;
-    while i < dst.len() {
-        let at = offset + i;
-        let word = words[at / 8].load(Ordering::Relaxed).to_le_bytes();
-        let from = at % 8;
-        let n = (8 - from).min(dst.len() - i);
-        dst[i..i + n].copy_from_slice(&word[from..from + n]);
-        i += n;
+    let within = offset % 8;
+    let head = if within == 0 {
+        0
+    } else {
+        (8 - within).min(dst.len())
+    };
+    if head > 0 {
+        let word = words[offset / 8].load(Ordering::Relaxed).to_le_bytes();
+        dst[..head].copy_from_slice(&word[within..within + head]);
+    }
+    let rest = &mut dst[head..];
+    if !rest.is_empty() {
+        copy_out(&words[(offset + head) / 8..], rest);
     }
 }
 
