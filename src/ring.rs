@@ -260,17 +260,29 @@ impl<'a> Ring<'a> {
     pub(crate) fn write_payload(&self, r: &Reservation, src: &[u8]) {
         debug_assert_eq!(src.len() as u64, r.len);
         let words = self.reserved_words(r);
-        let mut chunks = src.chunks_exact(8);
-        for (word, chunk) in words.iter().zip(&mut chunks) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+        let full = src.len() / 8;
+        let (whole, rest) = src.split_at(full * 8);
+        // Four words per step pays from about 128 bytes on (criterion publish/4096: 349 ->
+        // 277 ns), but costs a few ns on small messages (publish/64: 28 -> 36 ns).
+        let mut done = 0;
+        if whole.len() >= 128 {
+            let mut blocks = whole.chunks_exact(32);
+            for (block, four) in (&mut blocks).zip(words.chunks_exact(4)) {
+                four[0].store(word(&block[0..8]), Ordering::Relaxed);
+                four[1].store(word(&block[8..16]), Ordering::Relaxed);
+                four[2].store(word(&block[16..24]), Ordering::Relaxed);
+                four[3].store(word(&block[24..32]), Ordering::Relaxed);
+            }
+            done = whole.len() / 32 * 4;
         }
-        let rest = chunks.remainder();
+        for (chunk, target) in whole[done * 8..].chunks_exact(8).zip(&words[done..]) {
+            target.store(word(chunk), Ordering::Relaxed);
+        }
         if !rest.is_empty() {
             let mut b = [0u8; 8];
             b[..rest.len()].copy_from_slice(rest);
-            words[words.len() - 1].store(u64::from_le_bytes(b), Ordering::Relaxed);
+            words[full].store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
     }
 
@@ -571,11 +583,25 @@ pub(crate) struct IndexSnapshot {
 #[inline]
 pub(crate) fn copy_out(words: &[AtomicU64], dst: &mut [u8]) {
     let full = dst.len() / 8;
-    let mut chunks = dst.chunks_exact_mut(8);
-    for (chunk, word) in (&mut chunks).zip(words) {
+    let (whole, rest) = dst.split_at_mut(full * 8);
+    // Four words per step: atomic loads are never merged into vector loads, so at least keep
+    // the loop overhead small (criterion read/copy: about a quarter faster at 1-4 KiB).
+    let mut blocks = whole.chunks_exact_mut(32);
+    let mut fours = words[..full].chunks_exact(4);
+    for (block, four) in (&mut blocks).zip(&mut fours) {
+        let [a, b, c, d] = [0, 1, 2, 3].map(|i| four[i].load(Ordering::Relaxed).to_le_bytes());
+        block[0..8].copy_from_slice(&a);
+        block[8..16].copy_from_slice(&b);
+        block[16..24].copy_from_slice(&c);
+        block[24..32].copy_from_slice(&d);
+    }
+    for (chunk, word) in blocks
+        .into_remainder()
+        .chunks_exact_mut(8)
+        .zip(fours.remainder())
+    {
         chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
     }
-    let rest = chunks.into_remainder();
     if !rest.is_empty() {
         let word = words[full].load(Ordering::Relaxed).to_le_bytes();
         rest.copy_from_slice(&word[..rest.len()]);
