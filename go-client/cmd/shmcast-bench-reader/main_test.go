@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shmcast/shmcast/go-client/internal/segtest"
+)
+
+func segment(t *testing.T, capacity uint64) (*segtest.Writer, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "seg")
+	w, unmap, err := segtest.Create(path, capacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unmap)
+	return w, path
+}
+
+func runReader(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+var (
+	latencyLine    = regexp.MustCompile(`^\{"received":\d+,"lagged":\d+,"p50_ns":-?\d+,"p99_ns":-?\d+,"p999_ns":-?\d+,"max_ns":-?\d+\}\n$`)
+	throughputLine = regexp.MustCompile(`^\{"received":\d+,"lagged":\d+,"msgs_per_s":\d+\.\d,"bytes_per_s":\d+\.\d,"checksum":\d+\}\n$`)
+)
+
+type result struct {
+	Received  uint64  `json:"received"`
+	Lagged    uint64  `json:"lagged"`
+	P50       int64   `json:"p50_ns"`
+	P99       int64   `json:"p99_ns"`
+	P999      int64   `json:"p999_ns"`
+	Max       int64   `json:"max_ns"`
+	MsgsPerS  float64 `json:"msgs_per_s"`
+	BytesPerS float64 `json:"bytes_per_s"`
+	Checksum  uint64  `json:"checksum"`
+}
+
+// parse checks that out is exactly one JSON line of the mode's shape, with
+// the keys in the contract's order, and decodes it.
+func parse(t *testing.T, mode, out string) result {
+	t.Helper()
+	shape := throughputLine
+	if mode == "latency" {
+		shape = latencyLine
+	}
+	if !shape.MatchString(out) {
+		t.Fatalf("%s output %q does not have the expected shape %v", mode, out, shape)
+	}
+	var r result
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	return r
+}
+
+// wantSum is the throughput checksum of p, computed byte by byte (an
+// independent formulation of "sum of the little-endian words plus the tail
+// bytes").
+func wantSum(p []byte) uint64 {
+	var s uint64
+	full := len(p) &^ 7
+	for i, b := range p {
+		if i < full {
+			s += uint64(b) << (8 * (i % 8))
+		} else {
+			s += uint64(b)
+		}
+	}
+	return s
+}
+
+// stamped is a latency-mode message: the current CLOCK_REALTIME in its
+// first 8 bytes, then filler.
+func stamped(n int) []byte {
+	p := make([]byte, n)
+	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
+	for i := 8; i < n; i++ {
+		p[i] = byte(i)
+	}
+	return p
+}
+
+func TestThroughput(t *testing.T) {
+	w, path := segment(t, 1<<16)
+	var sum, total uint64
+	for i := range 50 {
+		n := i*37 + i%8 // lengths with and without a tail shorter than a word
+		seq, _ := w.PublishPattern(n)
+		sum += wantSum(segtest.Pattern(seq, n))
+		total += uint64(n)
+	}
+	code, out, errOut := runReader(path, "--mode", "throughput", "--count", "50", "--timeout", "1")
+	if code != 0 || errOut != "" {
+		t.Fatalf("code %d, stderr %q", code, errOut)
+	}
+	r := parse(t, "throughput", out)
+	if r.Received != 50 || r.Lagged != 0 || r.Checksum != sum || r.MsgsPerS <= 0 || r.BytesPerS <= 0 {
+		t.Fatalf("got %+v, want 50 received, 0 lagged, checksum %d, positive rates", r, sum)
+	}
+	if ratio := r.BytesPerS / r.MsgsPerS; ratio < float64(total)/50*0.99 || ratio > float64(total)/50*1.01 {
+		t.Fatalf("bytes_per_s / msgs_per_s = %f, want the mean length %f", ratio, float64(total)/50)
+	}
+}
+
+func TestLaggedCounts(t *testing.T) {
+	w, path := segment(t, 4096)
+	sums := map[uint64]uint64{}
+	for range 100 {
+		seq, _ := w.PublishPattern(300)
+		sums[seq] = wantSum(segtest.Pattern(seq, 300))
+	}
+	code, out, errOut := runReader("--mode=throughput", "--count=100", path)
+	if code != 0 {
+		t.Fatalf("code %d, stderr %q", code, errOut)
+	}
+	r := parse(t, "throughput", out)
+	// Reading from Beginning: the first read reports everything overwritten,
+	// then every retained message (the last `received` ones) is delivered.
+	var want uint64
+	for seq := r.Lagged + 1; seq <= 100; seq++ {
+		want += sums[seq]
+	}
+	if r.Lagged == 0 || r.Received+r.Lagged != 100 || r.Checksum != want {
+		t.Fatalf("got %+v, want lagged > 0, received + lagged = 100, checksum %d", r, want)
+	}
+}
+
+func TestLatency(t *testing.T) {
+	w, path := segment(t, 1<<16)
+	for range 20 {
+		w.Publish(stamped(64))
+	}
+	code, out, errOut := runReader(path, "--mode", "latency", "--count", "20")
+	if code != 0 || errOut != "" {
+		t.Fatalf("code %d, stderr %q", code, errOut)
+	}
+	r := parse(t, "latency", out)
+	if r.Received != 20 || r.Lagged != 0 || !(0 < r.P50 && r.P50 <= r.P99 && r.P99 <= r.P999 && r.P999 <= r.Max) || r.Max > int64(time.Minute) {
+		t.Fatalf("got %+v", r)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	s := make([]int64, 1000)
+	for i := range s {
+		s[i] = int64(i + 1)
+	}
+	for _, c := range []struct {
+		q    float64
+		want int64
+	}{{0.5, 500}, {0.99, 990}, {0.999, 999}, {1, 1000}} {
+		if got := percentile(s, c.q); got != c.want {
+			t.Errorf("percentile(1..1000, %v) = %d, want %d", c.q, got, c.want)
+		}
+	}
+	if percentile([]int64{7}, 0.999) != 7 || percentile(nil, 0.5) != 0 {
+		t.Error("percentile of one sample or none")
+	}
+}
+
+// TestWaitsForSegment starts the reader before the segment exists; the
+// segment is then created and filled while the reader spins on it.
+func TestWaitsForSegment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seg")
+	type res struct {
+		code        int
+		out, errOut string
+	}
+	done := make(chan res, 1)
+	go func() {
+		code, out, errOut := runReader(path, "--mode", "throughput", "--count", "1000", "--timeout", "10")
+		done <- res{code, out, errOut}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	w, unmap, err := segtest.Create(path, 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmap()
+	var sum uint64
+	for range 1000 {
+		seq, _ := w.PublishPattern(64)
+		sum += wantSum(segtest.Pattern(seq, 64))
+	}
+	got := <-done
+	if got.code != 0 {
+		t.Fatalf("code %d, stderr %q", got.code, got.errOut)
+	}
+	r := parse(t, "throughput", got.out)
+	if r.Received+r.Lagged != 1000 || (r.Lagged == 0 && r.Checksum != sum) {
+		t.Fatalf("got %+v, want received + lagged = 1000 (checksum %d if nothing lagged)", r, sum)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	w, path := segment(t, 4096)
+	w.PublishPattern(4)
+	w.PublishPattern(16)
+	bad := filepath.Join(t.TempDir(), "bad")
+	if err := os.WriteFile(bad, append([]byte("NOTSHMCA"), make([]byte, 8192+4096-8)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{}, 2, "exactly one segment NAME"},
+		{[]string{"a", "b", "--mode", "latency", "--count", "1"}, 2, "exactly one"},
+		{[]string{"x", "--count", "1"}, 2, "--mode is required"},
+		{[]string{"x", "--mode", "fast", "--count", "1"}, 2, "invalid --mode"},
+		{[]string{"x", "--mode", "latency"}, 2, "--count is required"},
+		{[]string{"x", "--mode", "latency", "--count", "0"}, 2, "invalid --count"},
+		{[]string{"x", "--mode", "latency", "--count", "-3"}, 2, "invalid --count"},
+		{[]string{"x", "--mode", "latency", "--count", "1", "--cpu", "-1"}, 2, "invalid --cpu"},
+		{[]string{"x", "--mode", "latency", "--count", "1", "--cpu", "1024"}, 2, "invalid --cpu"},
+		{[]string{"x", "--mode", "latency", "--count", "1", "--timeout", "soon"}, 2, "invalid --timeout"},
+		{[]string{"x", "--mode", "latency", "--count", "1", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"./no/such/segment", "--mode", "latency", "--count", "1", "--timeout", "0.05"}, 1, "timed out after 50ms waiting for the segment"},
+		{[]string{bad, "--mode", "throughput", "--count", "1", "--timeout", "5"}, 1, "bad magic"},
+		// Two messages, then nothing: the idle timeout ends the run.
+		{[]string{path, "--mode", "throughput", "--count", "3", "--timeout", "0.05"}, 1, "timed out after 50ms without a message, with 2 of 3 messages"},
+		// Latency mode needs the 8-byte timestamp.
+		{[]string{path, "--mode", "latency", "--count", "2"}, 1, "too short for the 8-byte timestamp"},
+	} {
+		code, out, errOut := runReader(c.args...)
+		if code != c.code || out != "" || !strings.HasPrefix(errOut, prog+": error: ") || !strings.Contains(errOut, c.msg) {
+			t.Errorf("%q: code %d (want %d), stdout %q, stderr %q (want %q)", c.args, code, c.code, out, errOut, c.msg)
+		}
+		if lines := strings.Count(errOut, "\n"); lines != c.code { // the error, then the usage line for a usage error
+			t.Errorf("%q: stderr has %d lines, want %d: %q", c.args, lines, c.code, errOut)
+		}
+	}
+}
+
+// TestBinary builds the command and runs it as a separate process, pinned
+// to CPU 0, in both modes, against segments written by the test writer
+// after the process has started.
+func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a binary")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool to build the command")
+	}
+	bin := filepath.Join(t.TempDir(), prog)
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, mode := range []string{"latency", "throughput"} {
+		t.Run(mode, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "seg")
+			const count = 2000
+			cmd := exec.Command(bin, path, "--mode", mode, "--count", strconv.Itoa(count), "--cpu", "0", "--timeout", "20")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond) // usually before the segment exists
+			w, unmap, err := segtest.Create(path, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unmap()
+			var sum uint64
+			for i := range count {
+				p := stamped(64 + i%100)
+				w.Publish(p)
+				sum += wantSum(p)
+				if i%100 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("%v, stderr %q", err, stderr.String())
+			}
+			// Nothing but, where CPU 0 is outside this process's cpuset, the
+			// pinning warning.
+			if e := stderr.String(); e != "" && !strings.HasPrefix(e, prog+": warning: cannot pin to CPU 0") {
+				t.Errorf("stderr %q", e)
+			}
+			r := parse(t, mode, stdout.String())
+			// A 1 MiB ring holds all 2000 messages: nothing can be lost.
+			if r.Received != count || r.Lagged != 0 {
+				t.Fatalf("got %+v, want %d received, 0 lagged", r, count)
+			}
+			if mode == "latency" && !(0 < r.P50 && r.P50 <= r.P99 && r.P99 <= r.P999 && r.P999 <= r.Max && r.Max < int64(20*time.Second)) {
+				t.Fatalf("percentiles %+v", r)
+			}
+			if mode == "throughput" && (r.Checksum != sum || r.MsgsPerS <= 0 || r.BytesPerS <= 0) {
+				t.Fatalf("got %+v, want checksum %d and positive rates", r, sum)
+			}
+		})
+	}
+}
