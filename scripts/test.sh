@@ -26,5 +26,8 @@ step "release build of the CLI, and the benchmarks compile"
 cargo build --release --bin shmcast
 cargo bench --no-run --quiet
 
+step "shmcast bench --quick (a smoke run: it asserts nothing about speed)"
+target/release/shmcast bench --quick
+
 step "Go reader: gofmt, vet, arm64 cross-compile, tests (+ -race), live interop with the Rust CLI, fuzz"
 SHMCAST_BIN="$PWD/target/release/shmcast" bash go-client/check.sh

@@ -12,6 +12,8 @@ use base64::Engine as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use shmcast::{layout, pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "shmcast",
@@ -33,6 +35,11 @@ enum Command {
     Tail(TailArgs),
     /// Print a segment's header.
     Inspect(InspectArgs),
+    /// Measure latency and throughput across two processes, against Unix sockets and pipes.
+    Bench(bench::BenchArgs),
+    /// The other process of `shmcast bench` (internal).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 #[derive(clap::Args)]
@@ -114,6 +121,8 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish(args),
         Command::Tail(args) => tail(args),
         Command::Inspect(args) => inspect(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchPeer(args) => bench::run_peer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,376 @@
+//! `shmcast bench`: a cross-process benchmark of shmcast against Unix domain sockets and pipes,
+//! with the hardware floor measured in the same run (`docs/CLI.md`, "shmcast bench").
+//!
+//! Every measurement runs between **two real processes**: the harness re-executes itself
+//! (`shmcast bench-peer ROLE …`, a hidden subcommand) for the other side, pinned to another CPU.
+//! Every payload is written by its sender and copied out and checksummed by its receiver, and
+//! every receiver checks the checksum, so no figure comes from a transport that skipped the bytes.
+//!
+//! - [`floor`]: one cache line bounced between the two CPUs (threads of the harness), halved.
+//! - [`shm`]: shmcast ping-pong over two segments (halved), one-way latency by timestamps
+//!   (Rust and optionally Go readers), consumer throughput, and the producer's publish rate with
+//!   0, 1 and N consumers.
+//! - [`transports`]: the same ping-pong and throughput over a UDS stream, a UDS seqpacket socket
+//!   and a pair of pipes, with the same payloads and the same 4-byte length framing.
+//! - [`report`]: JSON lines or tables.
+//!
+//! The machinery shared by all of them (pinning, peers, deadlines, segment cleanup) is in
+//! [`sys`] and [`peer`]; payloads and the checksum in [`payload`].
+
+mod floor;
+mod payload;
+mod peer;
+mod report;
+mod shm;
+mod sys;
+mod transports;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use report::{LatencyRow, Method, PublishRow, Reporter, Row, ThroughputRow};
+use sys::Ctx;
+use transports::Transport;
+
+/// Errors of the harness: shown as `shmcast: error: …` by `main`.
+pub(crate) type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Largest payload the harness accepts (the seqpacket socket must hold one frame, and the
+/// latency ring `capacity / 4 - 16`).
+const MAX_SIZE: usize = 65536;
+
+/// `shmcast bench` flags.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Payload sizes in bytes (8 to 65536), comma-separated [default: 64,1024,4096; with
+    /// --quick: 64].
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    sizes: Option<Vec<usize>>,
+    /// CPUs to pin to: the harness on the first, its peer on the second; producer-rate
+    /// consumers take the second and later ones in turn [default: the first two CPUs this
+    /// process may run on].
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
+    /// Number of consumers in the "N consumers" producer-rate run.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=64))]
+    consumers: u16,
+    /// Few samples and, unless --sizes is given, 64-byte messages only: a few seconds.
+    #[arg(long)]
+    quick: bool,
+    /// One JSON object per result line.
+    #[arg(long)]
+    json: bool,
+    /// `go` adds Go-reader runs (timestamp latency and throughput) beside the Rust ones.
+    #[arg(long, value_enum, default_value = "rust")]
+    consumer: ConsumerKind,
+    /// The Go reader binary (default: build go-client/cmd/shmcast-bench-reader with `go build`).
+    #[arg(long, value_name = "PATH")]
+    go_reader: Option<PathBuf>,
+    /// Also measure the socket and pipe transports with busy-polling (non-blocking) readers.
+    #[arg(long)]
+    spin_sockets: bool,
+    /// Run only these parts.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Option<Vec<Part>>,
+    /// Ping-pong samples per size for the floor and shmcast [default: 200000; --quick: 50000].
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Ping-pong samples per size for sockets and pipes [default: 10000; --quick: 2000].
+    #[arg(long)]
+    socket_samples: Option<usize>,
+    /// Capacity of the shm throughput and publish-rate rings: a power of two, with an optional
+    /// K, M or G suffix.
+    #[arg(long, default_value = "4M", value_parser = parse_capacity)]
+    capacity: u64,
+    /// Limit for each single run (one transport, one size), in seconds.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    timeout: Duration,
+}
+
+/// Which readers run the shm timestamp-latency and throughput measurements.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConsumerKind {
+    /// The Rust `Subscriber` only.
+    Rust,
+    /// The Rust `Subscriber` and the Go reader (`go-client/cmd/shmcast-bench-reader`).
+    Go,
+}
+
+/// The parts of a run, for `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Cache-line floor.
+    Floor,
+    /// Ping-pong latency: shm, UDS stream, UDS seqpacket, pipe.
+    Latency,
+    /// One-way shm latency by timestamps (Rust and Go readers).
+    Timestamp,
+    /// Throughput, one producer and one consumer.
+    Throughput,
+    /// Publish rate with 0, 1 and N consumers.
+    Producer,
+}
+
+/// How many samples and messages each measurement uses.
+struct Plan {
+    sizes: Vec<usize>,
+    samples: usize,
+    socket_samples: usize,
+    timestamp_messages: usize,
+    /// Throughput: at most this many messages…
+    max_messages: u64,
+    /// …and at most this many payload bytes per run.
+    max_bytes: u64,
+    socket_max_messages: u64,
+    socket_max_bytes: u64,
+    producer_max_messages: u64,
+    producer_max_bytes: u64,
+    /// Rounds of the publish-rate measurement (the median is reported).
+    producer_rounds: usize,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Plan {
+        let quick = args.quick;
+        let sizes = args.sizes.clone().unwrap_or_else(|| {
+            if quick {
+                vec![64]
+            } else {
+                vec![64, 1024, 4096]
+            }
+        });
+        let pick = |full: u64, fast: u64| if quick { fast } else { full };
+        Plan {
+            sizes,
+            samples: args
+                .samples
+                .unwrap_or(pick(200_000, 50_000) as usize)
+                .max(1),
+            socket_samples: args
+                .socket_samples
+                .unwrap_or(pick(10_000, 2_000) as usize)
+                .max(1),
+            timestamp_messages: pick(20_000, 5_000) as usize,
+            max_messages: pick(10_000_000, 1_000_000),
+            max_bytes: pick(4 << 30, 128 << 20),
+            socket_max_messages: pick(200_000, 50_000),
+            socket_max_bytes: pick(256 << 20, 32 << 20),
+            producer_max_messages: pick(5_000_000, 1_000_000),
+            producer_max_bytes: pick(2 << 30, 128 << 20),
+            producer_rounds: pick(3, 1) as usize,
+        }
+    }
+
+    fn messages(max_messages: u64, max_bytes: u64, size: usize) -> u64 {
+        (max_bytes / size as u64).clamp(1, max_messages)
+    }
+
+    fn warmup(samples: usize) -> usize {
+        (samples / 10).clamp(100, 20_000)
+    }
+}
+
+/// Runs `shmcast bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    // Remove every segment this run named, whatever happens below.
+    let _cleanup = sys::SegmentCleanup;
+    sys::catch_interrupts()?;
+    peer::start_watchdog()?;
+    match measure(&args) {
+        Err(_) if sys::interrupted() => Err("interrupted (peers killed, segments removed)".into()),
+        result => result,
+    }
+}
+
+fn measure(args: &BenchArgs) -> Result<()> {
+    let plan = Plan::new(args);
+    let largest = plan.sizes.iter().copied().max().unwrap_or(0) as u64;
+    if largest > shmcast::layout::max_payload(args.capacity) {
+        return Err(format!(
+            "--capacity {}: a {largest}-byte message needs a ring of at least {} bytes \
+             (the largest message is a quarter of the capacity, less 16 bytes)",
+            args.capacity,
+            ((largest + 16) * 4).next_power_of_two()
+        )
+        .into());
+    }
+    let ctx = Ctx::new(args.cpus.as_deref(), args.timeout, args.capacity)?;
+    let wants = |part: Part| args.only.as_ref().is_none_or(|o| o.contains(&part));
+    let go_reader = match args.consumer {
+        ConsumerKind::Go if wants(Part::Timestamp) || wants(Part::Throughput) => {
+            Some(shm::GoReader::locate(args.go_reader.as_deref())?)
+        }
+        _ => None,
+    };
+    let mut out = Reporter::new(args.json, &ctx);
+    out.header(&sys::HostInfo::collect(), &ctx)?;
+
+    let mut rows = Vec::new();
+    let floor_row = |samples: &[u64], paired: Option<usize>| {
+        let mut row = LatencyRow::new("floor", 8, Method::PingPongHalved, None, None, samples);
+        row.paired_size = paired;
+        Row::Latency(row)
+    };
+    if wants(Part::Floor) && !wants(Part::Latency) {
+        let samples = floor::run(&ctx, plan.samples, Plan::warmup(plan.samples))?;
+        rows.push(out.emit(floor_row(&samples, None))?);
+    }
+    if wants(Part::Latency) {
+        for &size in &plan.sizes {
+            // The floor and shm are measured in interleaved slices, so that both see the same
+            // placement of the virtual CPUs on the host, which can change during a run.
+            let slices = if plan.samples >= 40_000 { 4 } else { 1 };
+            let per = plan.samples.div_ceil(slices);
+            let (mut floor_samples, mut shm_samples) = (Vec::new(), Vec::new());
+            for _ in 0..slices {
+                if wants(Part::Floor) {
+                    floor_samples.extend(floor::run(&ctx, per, Plan::warmup(per))?);
+                }
+                shm_samples.extend(shm::pingpong(&ctx, size, per, Plan::warmup(per))?);
+            }
+            if wants(Part::Floor) {
+                rows.push(out.emit(floor_row(&floor_samples, Some(size)))?);
+            }
+            rows.push(out.emit(Row::Latency(LatencyRow::new(
+                "shm",
+                size,
+                Method::PingPongHalved,
+                Some("rust"),
+                Some("spin"),
+                &shm_samples,
+            )))?);
+            let mut waits = vec![false];
+            if args.spin_sockets {
+                waits.push(true);
+            }
+            for transport in Transport::ALL {
+                for &spin in &waits {
+                    let n = plan.socket_samples;
+                    let rtts =
+                        transports::pingpong(&ctx, transport, spin, size, n, Plan::warmup(n))?;
+                    rows.push(out.emit(Row::Latency(LatencyRow::new(
+                        transport.label(),
+                        size,
+                        Method::PingPongHalved,
+                        None,
+                        Some(if spin { "spin" } else { "block" }),
+                        &rtts,
+                    )))?);
+                }
+            }
+        }
+    }
+    if wants(Part::Timestamp) {
+        for &size in &plan.sizes {
+            let mut readers = vec![shm::Reader::Rust];
+            if let Some(go) = &go_reader {
+                readers.push(shm::Reader::Go(go));
+            }
+            for reader in readers {
+                let row = shm::timestamp(&ctx, reader, size, plan.timestamp_messages)?;
+                rows.push(out.emit(Row::Latency(row))?);
+            }
+        }
+    }
+    if wants(Part::Throughput) {
+        for &size in &plan.sizes {
+            let count = Plan::messages(plan.max_messages, plan.max_bytes, size);
+            let mut readers = vec![shm::Reader::Rust];
+            if let Some(go) = &go_reader {
+                readers.push(shm::Reader::Go(go));
+            }
+            for reader in readers {
+                let row: ThroughputRow = shm::throughput(&ctx, reader, size, count)?;
+                rows.push(out.emit(Row::Throughput(row))?);
+            }
+            let count = Plan::messages(plan.socket_max_messages, plan.socket_max_bytes, size);
+            let mut waits = vec![false];
+            if args.spin_sockets {
+                waits.push(true);
+            }
+            for transport in Transport::ALL {
+                for &spin in &waits {
+                    let row = transports::throughput(&ctx, transport, spin, size, count)?;
+                    rows.push(out.emit(Row::Throughput(row))?);
+                }
+            }
+        }
+    }
+    if wants(Part::Producer) {
+        let configs = [0, 1, usize::from(args.consumers)];
+        for &size in &plan.sizes {
+            let count = Plan::messages(plan.producer_max_messages, plan.producer_max_bytes, size);
+            // Rounds interleave the configurations, so a slow spell of the machine hits them
+            // alike; each configuration reports its median round.
+            let mut runs: Vec<Vec<PublishRow>> = configs.iter().map(|_| Vec::new()).collect();
+            for _ in 0..plan.producer_rounds {
+                for (i, &consumers) in configs.iter().enumerate() {
+                    runs[i].push(shm::publish_rate(&ctx, size, count, consumers)?);
+                }
+            }
+            let mut none = None;
+            for mut of_config in runs {
+                of_config.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+                let min = of_config.first().map_or(0.0, |r| r.msgs_per_s);
+                let max = of_config.last().map_or(0.0, |r| r.msgs_per_s);
+                let mid = of_config.len() / 2;
+                let Some(mut row) = of_config.into_iter().nth(mid) else {
+                    continue;
+                };
+                row.rounds = plan.producer_rounds;
+                row.min_msgs_per_s = min;
+                row.max_msgs_per_s = max;
+                let base = *none.get_or_insert(row.msgs_per_s);
+                row.ratio_to_none = row.msgs_per_s / base;
+                rows.push(out.emit(Row::Publish(row))?);
+            }
+        }
+    }
+    out.finish(&rows)
+}
+
+/// Runs the hidden `shmcast bench-peer` subcommand: the other side of one measurement.
+pub fn run_peer(args: PeerArgs) -> Result<()> {
+    peer::run(args)
+}
+
+pub use peer::PeerArgs;
+
+fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (8..=MAX_SIZE).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a message size from 8 to {MAX_SIZE} bytes"))
+}
+
+fn parse_capacity(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(shift).filter(|v| v >> shift == n))
+        .filter(|c| {
+            c.is_power_of_two()
+                && (shmcast::layout::MIN_CAPACITY..=shmcast::layout::MAX_CAPACITY).contains(c)
+        })
+        .ok_or_else(|| {
+            format!("{s:?} is not a ring capacity (a power of two from 4K to 1024G, e.g. 4M)")
+        })
+}
+
+fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v < 1e6)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}

@@ -1,0 +1,712 @@
+//! Results: one JSON object per line (`--json`), or tables with ratios.
+
+use std::io::{IsTerminal, Write};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use super::sys::{self, cpu_list, Ctx, HostInfo};
+use super::Result;
+
+/// How a latency was obtained.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Round trip between the two processes, halved.
+    PingPongHalved,
+    /// Receive time minus the send time written into the message, on one clock.
+    Timestamp,
+}
+
+impl Method {
+    fn label(self) -> &'static str {
+        match self {
+            Method::PingPongHalved => "pingpong-halved",
+            Method::Timestamp => "timestamp",
+        }
+    }
+}
+
+/// Percentiles of one-way latency, in nanoseconds.
+#[derive(Clone, Copy)]
+pub struct Summary {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+impl Summary {
+    /// Percentiles of `values` (ns) from an HDR histogram (3 significant digits), each divided
+    /// by `divisor` (2 for round trips).
+    pub fn of(values: &[u64], divisor: f64) -> Summary {
+        // 1 ns to 1 hour at 3 significant digits: these bounds are valid, so this cannot fail;
+        // the fallback only keeps the harness free of panics.
+        let Ok(mut h) = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3) else {
+            return Summary {
+                p50: 0.0,
+                p99: 0.0,
+                p999: 0.0,
+                max: 0.0,
+                samples: 0,
+            };
+        };
+        for &v in values {
+            h.saturating_record(v);
+        }
+        let q = |q: f64| h.value_at_quantile(q) as f64 / divisor;
+        Summary {
+            p50: q(0.5),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: h.max() as f64 / divisor,
+            samples: h.len(),
+        }
+    }
+}
+
+/// One latency result.
+pub struct LatencyRow {
+    pub transport: &'static str,
+    pub size: usize,
+    pub method: Method,
+    pub reader: Option<&'static str>,
+    pub wait: Option<&'static str>,
+    pub summary: Summary,
+    /// Messages the reader missed (timestamp method).
+    pub lagged: Option<u64>,
+    /// For the floor: the message size whose shm ping-pong it was interleaved with.
+    pub paired_size: Option<usize>,
+}
+
+impl LatencyRow {
+    /// A row from round-trip samples (halved) or one-way samples.
+    pub fn new(
+        transport: &'static str,
+        size: usize,
+        method: Method,
+        reader: Option<&'static str>,
+        wait: Option<&'static str>,
+        samples: &[u64],
+    ) -> LatencyRow {
+        let divisor = if method == Method::PingPongHalved {
+            2.0
+        } else {
+            1.0
+        };
+        LatencyRow {
+            transport,
+            size,
+            method,
+            reader,
+            wait,
+            summary: Summary::of(samples, divisor),
+            lagged: None,
+            paired_size: None,
+        }
+    }
+}
+
+/// One consumer-throughput result.
+pub struct ThroughputRow {
+    pub transport: &'static str,
+    pub size: usize,
+    pub reader: Option<&'static str>,
+    pub wait: &'static str,
+    /// Messages the producer sent.
+    pub sent: u64,
+    pub received: u64,
+    pub lagged: u64,
+    /// Received messages per second over the consumer's active interval.
+    pub msgs_per_s: f64,
+    pub bytes_per_s: f64,
+    /// The producer's send rate over its own loop.
+    pub producer_msgs_per_s: f64,
+    /// Ring capacity (shm).
+    pub capacity: Option<u64>,
+    /// Polls that found nothing (Rust shm reader).
+    pub empty_polls: Option<u64>,
+}
+
+/// One producer publish-rate result.
+pub struct PublishRow {
+    pub size: usize,
+    pub consumers: usize,
+    pub msgs_per_s: f64,
+    pub bytes_per_s: f64,
+    /// `msgs_per_s` over the rate with no consumer.
+    pub ratio_to_none: f64,
+    /// Messages the consumers received and missed, summed over them.
+    pub consumer_received: u64,
+    pub consumer_lagged: u64,
+    pub sent: u64,
+    /// Whether some consumers share a CPU.
+    pub shared_cpu: bool,
+    pub capacity: u64,
+    /// Rounds measured; `msgs_per_s` is the median round's, these the extremes.
+    pub rounds: usize,
+    pub min_msgs_per_s: f64,
+    pub max_msgs_per_s: f64,
+}
+
+/// Any result.
+pub enum Row {
+    Latency(LatencyRow),
+    Throughput(ThroughputRow),
+    Publish(PublishRow),
+}
+
+/// Prints results as they come (`--json`) or as tables at the end.
+pub struct Reporter {
+    json: bool,
+    /// p50 of the floor, once measured, with the size it was paired with.
+    floor_p50: Vec<(Option<usize>, f64)>,
+    /// p50 of shm ping-pong per size, once measured.
+    shm_p50: Vec<(usize, f64)>,
+    pinned: bool,
+    progress: bool,
+    peer_cpus: usize,
+    harness_cpu: Option<usize>,
+    peer_cpu: Option<usize>,
+    /// The CPUs whose steal time is tracked, and their steal at the start and at the last
+    /// result.
+    cpus: Vec<usize>,
+    steal_start: Option<u64>,
+    steal_last: Option<u64>,
+}
+
+impl Reporter {
+    pub fn new(json: bool, ctx: &Ctx) -> Reporter {
+        Reporter {
+            json,
+            floor_p50: Vec::new(),
+            shm_p50: Vec::new(),
+            pinned: ctx.pinned,
+            progress: !json && std::io::stderr().is_terminal(),
+            peer_cpus: ctx.peer_cpus(),
+            harness_cpu: ctx.harness_cpu(),
+            peer_cpu: ctx.peer_cpu(0),
+            cpus: ctx.cpus().to_vec(),
+            steal_start: sys::steal_ms(ctx.cpus()),
+            steal_last: sys::steal_ms(ctx.cpus()),
+        }
+    }
+
+    /// The machine and the pinning, on standard output for tables and on standard error with
+    /// `--json` (whose standard output is only result lines).
+    pub fn header(&mut self, host: &HostInfo, ctx: &Ctx) -> Result<()> {
+        let mut text = format!(
+            "shmcast bench: {}, {} CPUs online ({}), {} allowed ({}), {}\n",
+            host.cpu_model,
+            host.online_count,
+            host.online_cpus,
+            ctx.allowed.len(),
+            cpu_list(&ctx.allowed),
+            host.kernel
+        );
+        match (&ctx.unpinned_reason, self.harness_cpu, self.peer_cpu) {
+            (None, Some(h), Some(p)) => text.push_str(&format!(
+                "pinned: harness on CPU {h}, peer on CPU {p}{}\n",
+                if self.peer_cpus > 1 {
+                    " (producer-rate consumers on the listed CPUs after the first, in turn)"
+                } else {
+                    ""
+                }
+            )),
+            (reason, _, _) => text.push_str(&format!(
+                "NOT pinned: {}\n",
+                reason.as_deref().unwrap_or("unknown reason")
+            )),
+        }
+        text.push_str(&format!(
+            "clock: one Instant::now() costs ~{} ns; ping-pong samples include one per round trip \
+             (~{} ns in each one-way figure)\n",
+            host.clock_read_ns,
+            host.clock_read_ns / 2
+        ));
+        text.push_str(
+            "all latencies are one-way: ping-pong round trip / 2, or (timestamp rows) receive \
+             time - send time on CLOCK_REALTIME\n",
+        );
+        if self.json {
+            eprint!("{text}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}")?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Reports one result (immediately with `--json`) and hands it back for the tables.
+    pub fn emit(&mut self, row: Row) -> Result<Row> {
+        if let Row::Latency(l) = &row {
+            match (l.transport, l.method) {
+                ("floor", _) => self.floor_p50.push((l.paired_size, l.summary.p50)),
+                ("shm", Method::PingPongHalved) => self.shm_p50.push((l.size, l.summary.p50)),
+                _ => {}
+            }
+        }
+        let steal = sys::steal_ms(&self.cpus);
+        let steal_ms = steal
+            .zip(self.steal_last)
+            .map(|(now, then)| now.saturating_sub(then));
+        self.steal_last = steal;
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", self.json_line(&row, steal_ms))?;
+            out.flush()?;
+        } else if self.progress {
+            eprint!("\r{:<78}\r", progress_label(&row));
+        }
+        Ok(row)
+    }
+
+    fn json_line(&self, row: &Row, steal_ms: Option<u64>) -> String {
+        let mut fields: Vec<(&str, Value)> = Vec::new();
+        match row {
+            Row::Latency(r) => {
+                fields.push(("transport", json!(r.transport)));
+                fields.push(("metric", json!("latency")));
+                fields.push(("size", json!(r.size)));
+                fields.push(("method", json!(r.method.label())));
+                if let Some(reader) = r.reader {
+                    fields.push(("reader", json!(reader)));
+                }
+                if let Some(wait) = r.wait {
+                    fields.push(("wait", json!(wait)));
+                }
+                let s = &r.summary;
+                fields.push(("p50_ns", ns(s.p50)));
+                fields.push(("p99_ns", ns(s.p99)));
+                fields.push(("p999_ns", ns(s.p999)));
+                fields.push(("max_ns", ns(s.max)));
+                fields.push(("samples", json!(s.samples)));
+                if let Some(lagged) = r.lagged {
+                    fields.push(("lagged", json!(lagged)));
+                }
+                let ratio = |den: f64| json!(round3(s.p50 / den));
+                if let Some(paired) = r.paired_size {
+                    fields.push(("paired_size", json!(paired)));
+                }
+                if r.transport != "floor" {
+                    if let Some(floor) = floor_for(&self.floor_p50, r.size).filter(|&f| f > 0.0) {
+                        fields.push(("p50_vs_floor", ratio(floor)));
+                    }
+                }
+                if r.transport != "shm" && r.transport != "floor" {
+                    let shm = self.shm_p50.iter().find(|(size, _)| *size == r.size);
+                    if let Some(&(_, shm)) = shm.filter(|(_, p)| *p > 0.0) {
+                        fields.push(("p50_vs_shm", ratio(shm)));
+                    }
+                }
+            }
+            Row::Throughput(r) => {
+                fields.push(("transport", json!(r.transport)));
+                fields.push(("metric", json!("throughput")));
+                fields.push(("side", json!("consumer")));
+                fields.push(("size", json!(r.size)));
+                if let Some(reader) = r.reader {
+                    fields.push(("reader", json!(reader)));
+                }
+                fields.push(("wait", json!(r.wait)));
+                fields.push(("msgs_per_s", rate(r.msgs_per_s)));
+                fields.push(("bytes_per_s", rate(r.bytes_per_s)));
+                fields.push(("sent", json!(r.sent)));
+                fields.push(("received", json!(r.received)));
+                fields.push(("lagged", json!(r.lagged)));
+                fields.push(("lost_fraction", json!(fraction(r.lagged, r.sent))));
+                fields.push(("producer_msgs_per_s", rate(r.producer_msgs_per_s)));
+                if let Some(c) = r.capacity {
+                    fields.push(("capacity", json!(c)));
+                }
+                if let Some(e) = r.empty_polls {
+                    fields.push(("empty_polls", json!(e)));
+                }
+            }
+            Row::Publish(r) => {
+                fields.push(("transport", json!("shm")));
+                fields.push(("metric", json!("throughput")));
+                fields.push(("side", json!("producer")));
+                fields.push(("size", json!(r.size)));
+                fields.push(("consumers", json!(r.consumers)));
+                fields.push(("msgs_per_s", rate(r.msgs_per_s)));
+                fields.push(("bytes_per_s", rate(r.bytes_per_s)));
+                fields.push(("ratio_to_none", json!(round3(r.ratio_to_none))));
+                fields.push(("rounds", json!(r.rounds)));
+                fields.push(("msgs_per_s_min", rate(r.min_msgs_per_s)));
+                fields.push(("msgs_per_s_max", rate(r.max_msgs_per_s)));
+                fields.push(("sent", json!(r.sent)));
+                fields.push(("consumer_received", json!(r.consumer_received)));
+                fields.push(("consumer_lagged", json!(r.consumer_lagged)));
+                fields.push(("shared_cpu", json!(r.shared_cpu)));
+                fields.push(("capacity", json!(r.capacity)));
+            }
+        }
+        if let Some(steal) = steal_ms {
+            fields.push(("steal_ms", json!(steal)));
+        }
+        fields.push(("pinned", json!(self.pinned)));
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", json!(k)))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    /// Prints the tables (nothing more with `--json`).
+    pub fn finish(&self, rows: &[Row]) -> Result<()> {
+        if self.progress {
+            eprint!("\r{:<78}\r", "");
+        }
+        if self.json {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        self.latency_tables(&mut out, rows)?;
+        self.throughput_table(&mut out, rows)?;
+        self.publish_table(&mut out, rows)?;
+        if let (Some(start), Some(end)) = (self.steal_start, sys::steal_ms(&self.cpus)) {
+            writeln!(
+                out,
+                "hypervisor steal on CPUs {} during the run: {} ms{}",
+                cpu_list(&self.cpus),
+                end.saturating_sub(start),
+                if end > start {
+                    " (the host ran something else on them: expect outliers)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    fn latency_tables(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
+        let latencies: Vec<&LatencyRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Latency(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        if latencies.is_empty() {
+            return Ok(());
+        }
+        let floors: Vec<(Option<usize>, &LatencyRow)> = latencies
+            .iter()
+            .filter(|l| l.transport == "floor")
+            .map(|l| (l.paired_size, *l))
+            .collect();
+        let floor_of = |size: Option<usize>| {
+            floors
+                .iter()
+                .find(|(p, _)| size.is_some() && *p == size)
+                .or_else(|| floors.first())
+                .map(|(_, l)| *l)
+        };
+        let floor = floor_of(None);
+        let mut sizes: Vec<usize> = Vec::new();
+        for l in latencies.iter().filter(|l| l.transport != "floor") {
+            if !sizes.contains(&l.size) {
+                sizes.push(l.size);
+            }
+        }
+        if sizes.is_empty() {
+            if let Some(f) = floor {
+                writeln!(out, "One-way latency")?;
+                latency_heading(out)?;
+                latency_line(out, "floor: 1 cache line", &f.summary, None, None)?;
+                writeln!(out)?;
+            }
+            return Ok(());
+        }
+        for size in sizes {
+            writeln!(
+                out,
+                "One-way latency, {size} B payload (copied out and checksummed by every receiver)"
+            )?;
+            latency_heading(out)?;
+            let of_size: Vec<&&LatencyRow> = latencies
+                .iter()
+                .filter(|l| l.size == size && l.transport != "floor")
+                .collect();
+            let uds = of_size
+                .iter()
+                .find(|l| l.transport == "uds-stream" && l.wait == Some("block"))
+                .map(|l| l.summary.p50);
+            let floor = floor_of(Some(size));
+            let floor_p50 = floor.map(|f| f.summary.p50);
+            if let Some(f) = floor {
+                latency_line(out, "floor: 1 cache line", &f.summary, floor_p50, uds)?;
+            }
+            for l in of_size {
+                let name = match (l.transport, l.method, l.reader, l.wait) {
+                    ("shm", Method::Timestamp, Some(r), _) => format!("shm, {r} reader, timestamp"),
+                    ("shm", _, _, _) => "shm, busy-spin".to_owned(),
+                    (t, _, _, Some(w)) => {
+                        format!(
+                            "{t}, {}",
+                            if w == "spin" { "busy-poll" } else { "blocking" }
+                        )
+                    }
+                    (t, _, _, None) => t.to_owned(),
+                };
+                latency_line(out, &name, &l.summary, floor_p50, uds)?;
+                if let Some(lagged) = l.lagged.filter(|&n| n > 0) {
+                    writeln!(out, "      ({lagged} messages missed by that reader)")?;
+                }
+            }
+            writeln!(out)?;
+        }
+        writeln!(
+            out,
+            "  x floor = p50 / floor p50; uds/x = blocking uds-stream p50 / p50 (how many times \
+             faster than UDS)\n"
+        )?;
+        Ok(())
+    }
+
+    fn throughput_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
+        let all: Vec<&ThroughputRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Throughput(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        if all.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "Throughput, one producer and one consumer process; the consumer copies and \
+             checksums every payload, one message per receive call"
+        )?;
+        writeln!(
+            out,
+            "  {:>6}  {:<28} {:>12} {:>12} {:>8} {:>8} {:>13}",
+            "size", "transport", "msgs/s", "bytes/s", "lost", "x uds", "producer msg/s"
+        )?;
+        for t in &all {
+            let uds = all
+                .iter()
+                .find(|u| u.size == t.size && u.transport == "uds-stream" && u.wait == "block")
+                .map(|u| u.msgs_per_s);
+            let name = match t.reader {
+                Some(r) => format!("{}, {r} reader", t.transport),
+                None => format!(
+                    "{}, {}",
+                    t.transport,
+                    if t.wait == "spin" {
+                        "busy-poll"
+                    } else {
+                        "blocking"
+                    }
+                ),
+            };
+            writeln!(
+                out,
+                "  {:>6}  {:<28} {:>12} {:>12} {:>7.2}% {:>8} {:>13}",
+                format!("{} B", t.size),
+                name,
+                fmt_rate(t.msgs_per_s),
+                fmt_bytes(t.bytes_per_s),
+                100.0 * fraction(t.lagged, t.sent),
+                uds.map_or("-".to_owned(), |u| format!("{:.2}", t.msgs_per_s / u)),
+                fmt_rate(t.producer_msgs_per_s),
+            )?;
+        }
+        let capacity = all.iter().find_map(|t| t.capacity);
+        if let Some(c) = capacity {
+            writeln!(
+                out,
+                "  shm ring capacity {} KiB; lost = messages overwritten before the consumer read \
+                 them (reported by the reader as lagged)",
+                c >> 10
+            )?;
+        }
+        writeln!(out)?;
+        Ok(())
+    }
+
+    fn publish_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
+        let all: Vec<&PublishRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        if all.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "Producer publish rate with consumers busy-reading in other processes"
+        )?;
+        writeln!(
+            out,
+            "  {:>6}  {:>9}  {:>12} {:>12} {:>9} {:>21} {:>14}",
+            "size",
+            "consumers",
+            "msgs/s",
+            "bytes/s",
+            "vs none",
+            "range of rounds",
+            "consumers lost"
+        )?;
+        for p in &all {
+            writeln!(
+                out,
+                "  {:>6}  {:>9}  {:>12} {:>12} {:>9.3} {:>21} {:>13.2}%",
+                format!("{} B", p.size),
+                p.consumers,
+                fmt_rate(p.msgs_per_s),
+                fmt_bytes(p.bytes_per_s),
+                p.ratio_to_none,
+                format!(
+                    "{} .. {}",
+                    fmt_rate(p.min_msgs_per_s),
+                    fmt_rate(p.max_msgs_per_s)
+                ),
+                100.0 * fraction(p.consumer_lagged, p.sent * p.consumers as u64),
+            )?;
+        }
+        if let Some(p) = all.first() {
+            writeln!(
+                out,
+                "  each row: the median of {} rounds (configurations interleaved); vs none = \
+                 median / median with no consumer",
+                p.rounds
+            )?;
+        }
+        if all.iter().any(|p| p.shared_cpu) {
+            if self.pinned {
+                writeln!(
+                    out,
+                    "  consumers share CPUs: {} CPU(s) for consumers (not the producer's), so \
+                     more consumers than that take turns on them",
+                    self.peer_cpus
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "  nothing pinned: the producer and its consumers share the CPU(s) they get"
+                )?;
+            }
+        }
+        writeln!(out)?;
+        Ok(())
+    }
+}
+
+/// The floor measured with `size` (interleaved with its shm ping-pong), else the first one.
+fn floor_for(floors: &[(Option<usize>, f64)], size: usize) -> Option<f64> {
+    floors
+        .iter()
+        .find(|(paired, _)| *paired == Some(size))
+        .or_else(|| floors.first())
+        .map(|&(_, p50)| p50)
+}
+
+fn latency_heading(out: &mut impl Write) -> Result<()> {
+    writeln!(
+        out,
+        "  {:<34} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8}",
+        "", "p50", "p99", "p99.9", "max", "samples", "x floor", "uds/x"
+    )?;
+    Ok(())
+}
+
+fn latency_line(
+    out: &mut impl Write,
+    name: &str,
+    s: &Summary,
+    floor: Option<f64>,
+    uds: Option<f64>,
+) -> Result<()> {
+    let ratio = |num: Option<f64>, den: Option<f64>| match (num, den) {
+        (Some(n), Some(d)) if d > 0.0 => format!("{:.2}", n / d),
+        _ => "-".to_owned(),
+    };
+    writeln!(
+        out,
+        "  {:<34} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8}",
+        name,
+        fmt_ns(s.p50),
+        fmt_ns(s.p99),
+        fmt_ns(s.p999),
+        fmt_ns(s.max),
+        s.samples,
+        ratio(Some(s.p50), floor),
+        ratio(uds, Some(s.p50)),
+    )?;
+    Ok(())
+}
+
+fn progress_label(row: &Row) -> String {
+    match row {
+        Row::Latency(l) => format!("measured {} {} B latency", l.transport, l.size),
+        Row::Throughput(t) => format!("measured {} {} B throughput", t.transport, t.size),
+        Row::Publish(p) => format!(
+            "measured the publish rate, {} B, {} consumers",
+            p.size, p.consumers
+        ),
+    }
+}
+
+fn fraction(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// A latency in ns with one decimal (round trips halve to .5).
+fn ns(v: f64) -> Value {
+    json!((v * 10.0).round() / 10.0)
+}
+
+/// A rate as a whole number.
+fn rate(v: f64) -> Value {
+    json!(v.round() as u64)
+}
+
+fn fmt_ns(v: f64) -> String {
+    if v < 1e3 {
+        format!("{v:.0} ns")
+    } else if v < 1e6 {
+        format!("{:.2} µs", v / 1e3)
+    } else if v < 1e9 {
+        format!("{:.2} ms", v / 1e6)
+    } else {
+        format!("{:.2} s", v / 1e9)
+    }
+}
+
+fn fmt_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn fmt_bytes(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2} GB/s", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.1} MB/s", v / 1e6)
+    } else {
+        format!("{:.1} kB/s", v / 1e3)
+    }
+}

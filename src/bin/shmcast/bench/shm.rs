@@ -1,0 +1,599 @@
+//! shmcast between two processes: ping-pong latency, timestamp latency, consumer throughput,
+//! and the producer's publish rate with 0, 1 and N consumers.
+//!
+//! Readers busy-spin on `Subscriber::try_recv_into` (one message copied out per call) and
+//! checksum every payload they receive; senders stamp a counter (or a timestamp) into the first
+//! word of a fixed pattern and publish the whole message with `Publisher::publish`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shmcast::{Publisher, RecvError, StartAt, Subscriber};
+
+use super::payload::{checksum, counter, Payload};
+use super::peer::{say, Peer, PeerArgs, Role};
+use super::report::{LatencyRow, Method, PublishRow, Summary, ThroughputRow};
+use super::sys::{self, Ctx, Spinner};
+use super::Result;
+
+/// Capacity of the ping and pong rings (the crate's default).
+pub const LATENCY_CAPACITY: u64 = 1 << 20;
+/// Capacity of the timestamp ring: small, because that run has no warm-up (the Go reader
+/// counts every message) and each 4 KiB page of a new segment costs each process one page
+/// fault the first time it is touched. 256 KiB still holds 60 messages of 4 KiB, 600 µs at
+/// the pacing below.
+pub const TIMESTAMP_CAPACITY: u64 = 256 << 10;
+/// Interval between messages of the timestamp method: long enough that a reader is never
+/// behind, so each sample is the latency of one message, not of a queue.
+pub const TIMESTAMP_INTERVAL: Duration = Duration::from_micros(10);
+
+/// Who reads.
+#[derive(Clone, Copy)]
+pub enum Reader<'a> {
+    /// A `shmcast bench-peer` process (the Rust `Subscriber`).
+    Rust,
+    /// The Go bench reader.
+    Go(&'a GoReader),
+}
+
+impl Reader<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            Reader::Rust => "rust",
+            Reader::Go(_) => "go",
+        }
+    }
+}
+
+/// The Go bench reader binary (`go-client/cmd/shmcast-bench-reader`), built into a temporary
+/// directory unless given with `--go-reader`. Its contract:
+/// `shmcast-bench-reader NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS]`,
+/// one JSON line on standard output when done.
+pub struct GoReader {
+    path: PathBuf,
+    built_in: Option<PathBuf>,
+}
+
+impl GoReader {
+    /// `explicit`, or a fresh `go build` of the reader found in `./go-client` or in the
+    /// source tree this `shmcast` was built from.
+    pub fn locate(explicit: Option<&Path>) -> Result<GoReader> {
+        if let Some(path) = explicit {
+            if !path.is_file() {
+                return Err(format!("--go-reader {}: no such file", path.display()).into());
+            }
+            return Ok(GoReader {
+                path: path.to_path_buf(),
+                built_in: None,
+            });
+        }
+        let candidates = [
+            PathBuf::from("go-client"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("go-client"),
+        ];
+        let Some(dir) = candidates
+            .iter()
+            .find(|d| d.join("cmd/shmcast-bench-reader").is_dir())
+        else {
+            return Err(format!(
+                "--consumer go: the Go bench reader (go-client/cmd/shmcast-bench-reader) was not \
+                 found in {} or {}; build it and pass --go-reader PATH",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+            .into());
+        };
+        let tmp = std::env::temp_dir().join(format!("shmcast-bench-go-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let reader = GoReader {
+            path: tmp.join("shmcast-bench-reader"),
+            built_in: Some(tmp),
+        };
+        let output = Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&reader.path)
+            .arg("./cmd/shmcast-bench-reader")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!(
+                    "--consumer go: cannot run `go build` in {} ({e}); install Go or pass \
+                     --go-reader PATH",
+                    dir.display()
+                )
+            })?;
+        if !output.status.success() {
+            return Err(format!(
+                "--consumer go: `go build ./cmd/shmcast-bench-reader` in {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+            .into());
+        }
+        Ok(reader)
+    }
+
+    /// Starts the reader on `name`.
+    fn spawn(&self, ctx: &Ctx, name: &str, mode: &str, count: u64) -> Result<Peer> {
+        let mut cmd = Command::new(&self.path);
+        cmd.arg(name)
+            .arg("--mode")
+            .arg(mode)
+            .arg("--count")
+            .arg(count.to_string());
+        let cpu = ctx.peer_cpu(0);
+        if let Some(cpu) = cpu {
+            cmd.arg("--cpu").arg(cpu.to_string());
+        }
+        cmd.arg("--timeout")
+            .arg(ctx.timeout.as_secs_f64().to_string());
+        let mut peer = Peer::spawn(ctx, format!("the Go reader ({mode})"), cmd, cpu, &[])?;
+        wait_attached(ctx, &mut peer, name)?;
+        Ok(peer)
+    }
+}
+
+impl Drop for GoReader {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.built_in {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Waits until `peer` has mapped the segment `name` (it shows in `/proc/PID/maps`), then a
+/// little longer for it to reach its polling loop. For readers that print no `ready` line.
+fn wait_attached(ctx: &Ctx, peer: &mut Peer, name: &str) -> Result<()> {
+    let path = format!("/dev/shm{name}");
+    let maps = format!("/proc/{}/maps", peer.pid());
+    let deadline = ctx.deadline();
+    loop {
+        if std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&path)) {
+            std::thread::sleep(Duration::from_millis(20));
+            return Ok(());
+        }
+        if peer.exited() {
+            return Err("the Go reader exited before it opened the segment".into());
+        }
+        if sys::interrupted() {
+            return Err("interrupted".into());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("the Go reader did not open {path} in time").into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Copies the next message into `buf`, busy-spinning while there is none. `Lagged` is returned
+/// to the caller.
+#[inline(always)]
+fn spin_recv(
+    sub: &mut Subscriber,
+    buf: &mut [u8],
+    spin: &mut Spinner,
+) -> Result<shmcast::Received> {
+    loop {
+        match sub.try_recv_into(buf) {
+            Ok(r) => return Ok(r),
+            Err(RecvError::Empty) => spin.idle()?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn create(name: &str, capacity: u64) -> Result<Publisher> {
+    Ok(Publisher::options().capacity(capacity).create(name)?)
+}
+
+fn field_u64(v: &Value, key: &str, who: &str) -> Result<u64> {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("{who} printed no unsigned integer {key:?}: {v}").into())
+}
+
+fn field_f64(v: &Value, key: &str, who: &str) -> Result<f64> {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("{who} printed no number {key:?}: {v}").into())
+}
+
+// ------------------------------------------------------------------------------- ping-pong
+
+/// Ping-pong over two segments: the harness publishes message `k` on *ping*, the peer busy-spins
+/// on *ping*, copies it out, checks its checksum, and publishes a reply of the same size on
+/// *pong*; the harness busy-spins on *pong*, copies and checks the reply. Returns the last
+/// `samples` round-trip times in ns (one clock read per round trip, taken after the reply was
+/// checked), after discarded warm-up round trips: `warmup`, and at least two laps of the ring
+/// (so the first-touch page faults of both mappings are not measured).
+pub fn pingpong(ctx: &Ctx, size: usize, samples: usize, warmup: usize) -> Result<Vec<u64>> {
+    let lap = LATENCY_CAPACITY / shmcast::layout::record_span(size as u64);
+    let warmup = warmup.max(usize::try_from(2 * lap).unwrap_or(usize::MAX));
+    let total = (warmup + samples) as u64;
+    let ping_name = sys::segment_name("ping");
+    let pong_name = sys::segment_name("pong");
+    let mut publisher = create(&ping_name, LATENCY_CAPACITY)?;
+    let mut peer = Peer::bench_peer(
+        ctx,
+        "the shm pong peer",
+        ctx.peer_cpu(0),
+        Role::ShmPong,
+        &[
+            "--read".into(),
+            ping_name.clone(),
+            "--reply".into(),
+            pong_name.clone(),
+            "--size".into(),
+            size.to_string(),
+            "--count".into(),
+            total.to_string(),
+        ],
+        &[],
+    )?;
+    peer.expect_ready()?;
+    let mut sub = Subscriber::open(&pong_name, StartAt::Beginning)?;
+    let mut payload = Payload::new(size);
+    let mut buf = vec![0u8; size];
+    let mut rtts = Vec::with_capacity(samples);
+    let mut spin = Spinner::new(ctx.deadline(), ctx.yield_idle, "the shm pong peer");
+    let mut bad = 0u64;
+    let warmup = warmup as u64;
+    let mut prev = Instant::now();
+    for k in 0..total {
+        payload.stamp(k);
+        publisher.publish(payload.bytes())?;
+        let r = spin_recv(&mut sub, &mut buf, &mut spin)?;
+        bad += u64::from(r.len != size || checksum(&buf[..r.len]) != payload.expected(k));
+        let now = Instant::now();
+        if k >= warmup {
+            rtts.push(sys::nanos(now - prev));
+        }
+        prev = now;
+    }
+    let result = peer.finish_json()?;
+    let peer_bad = field_u64(&result, "bad", "the shm pong peer")?;
+    if bad + peer_bad > 0 {
+        return Err(format!(
+            "shm ping-pong: {bad} replies and {peer_bad} pings had a wrong checksum"
+        )
+        .into());
+    }
+    Ok(rtts)
+}
+
+/// Peer side of [`pingpong`].
+pub fn peer_pong(args: &PeerArgs) -> Result<()> {
+    let mut sub = Subscriber::open(args.read_name()?, StartAt::Beginning)?;
+    let reply = args
+        .reply
+        .as_deref()
+        .ok_or("bench-peer: --reply is required for shm-pong")?;
+    let mut publisher = create(reply, LATENCY_CAPACITY)?;
+    let mut payload = Payload::new(args.size);
+    let mut buf = vec![0u8; args.size];
+    let mut spin = args.spinner("the harness's ping");
+    say("ready")?;
+    let mut bad = 0u64;
+    for k in 0..args.count {
+        let r = spin_recv(&mut sub, &mut buf, &mut spin)?;
+        bad += u64::from(r.len != args.size || checksum(&buf[..r.len]) != payload.expected(k));
+        payload.stamp(k);
+        publisher.publish(payload.bytes())?;
+    }
+    say(&json!({ "bad": bad }).to_string())
+}
+
+// ------------------------------------------------------------------------------- timestamps
+
+/// One-way latency by timestamps: the harness publishes `count` messages, one every
+/// [`TIMESTAMP_INTERVAL`], each carrying in its first word the `CLOCK_REALTIME` nanoseconds
+/// read just before `publish`; the reader (Rust or Go) busy-spins, and for each message
+/// records its own `CLOCK_REALTIME` at receipt minus that stamp. Both read the same system clock.
+pub fn timestamp(ctx: &Ctx, reader: Reader<'_>, size: usize, count: usize) -> Result<LatencyRow> {
+    let count = count as u64;
+    let name = sys::segment_name("ts");
+    let mut publisher = create(&name, TIMESTAMP_CAPACITY)?;
+    let peer = match reader {
+        Reader::Rust => {
+            let mut peer = Peer::bench_peer(
+                ctx,
+                "the shm timestamp reader",
+                ctx.peer_cpu(0),
+                Role::ShmTimestamp,
+                &[
+                    "--read".into(),
+                    name.clone(),
+                    "--size".into(),
+                    size.to_string(),
+                    "--count".into(),
+                    count.to_string(),
+                ],
+                &[],
+            )?;
+            peer.expect_ready()?;
+            peer
+        }
+        Reader::Go(go) => go.spawn(ctx, &name, "latency", count)?,
+    };
+    let mut payload = Payload::new(size);
+    let start = Instant::now();
+    let mut due = start;
+    for _ in 0..count {
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        due += TIMESTAMP_INTERVAL;
+        payload.stamp(sys::realtime_ns());
+        publisher.publish(payload.bytes())?;
+    }
+    let who = if matches!(reader, Reader::Go(_)) {
+        "the Go reader"
+    } else {
+        "the shm timestamp reader"
+    };
+    let v = peer.finish_json()?;
+    if let Some(bad) = v.get("bad").and_then(Value::as_u64).filter(|&b| b > 0) {
+        return Err(format!("{who}: {bad} messages had a wrong checksum").into());
+    }
+    let received = field_u64(&v, "received", who)?;
+    let lagged = field_u64(&v, "lagged", who)?;
+    if received + lagged != count {
+        return Err(format!(
+            "{who} accounted for {received} received + {lagged} lagged of {count} messages"
+        )
+        .into());
+    }
+    Ok(LatencyRow {
+        transport: "shm",
+        size,
+        method: Method::Timestamp,
+        reader: Some(reader.label()),
+        wait: Some("spin"),
+        summary: Summary {
+            p50: field_f64(&v, "p50_ns", who)?,
+            p99: field_f64(&v, "p99_ns", who)?,
+            p999: field_f64(&v, "p999_ns", who)?,
+            max: field_f64(&v, "max_ns", who)?,
+            samples: received,
+        },
+        lagged: Some(lagged),
+        paired_size: None,
+    })
+}
+
+/// Peer side of [`timestamp`] (the Rust twin of the Go reader's latency mode).
+pub fn peer_timestamp(args: &PeerArgs) -> Result<()> {
+    let mut sub = Subscriber::open(args.read_name()?, StartAt::Beginning)?;
+    let base = Payload::new(args.size).base();
+    let mut buf = vec![0u8; args.size];
+    let mut latencies = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
+    let mut spin = args.spinner("the harness's messages");
+    say("ready")?;
+    let (mut received, mut lagged, mut bad) = (0u64, 0u64, 0u64);
+    while received + lagged < args.count {
+        match sub.try_recv_into(&mut buf) {
+            Ok(r) => {
+                let now = sys::realtime_ns();
+                let sent = counter(&buf[..r.len]);
+                latencies.push(now.saturating_sub(sent));
+                bad += u64::from(checksum(&buf[..r.len]) != base.wrapping_add(sent));
+                received += 1;
+            }
+            Err(RecvError::Empty) => spin.idle()?,
+            Err(RecvError::Lagged { missed }) => lagged += missed,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let s = Summary::of(&latencies, 1.0);
+    say(&json!({
+        "received": received,
+        "lagged": lagged,
+        "p50_ns": s.p50,
+        "p99_ns": s.p99,
+        "p999_ns": s.p999,
+        "max_ns": s.max,
+        "bad": bad,
+    })
+    .to_string())
+}
+
+// ------------------------------------------------------------------------------- throughput
+
+/// One producer, one consumer: the harness publishes `count` messages of `size` bytes as fast
+/// as it can into a ring of `--capacity` bytes (default 4 MiB); the consumer (Rust or Go) busy-spins,
+/// receiving one message per call, checksumming each, and counting messages lost to laps. Its
+/// rate is over its active interval (first receive to last); the producer's over its loop.
+pub fn throughput(ctx: &Ctx, reader: Reader<'_>, size: usize, count: u64) -> Result<ThroughputRow> {
+    let name = sys::segment_name("thr");
+    let mut publisher = create(&name, ctx.capacity)?;
+    let who = match reader {
+        Reader::Rust => "the shm consumer",
+        Reader::Go(_) => "the Go reader",
+    };
+    let peer = match reader {
+        Reader::Rust => {
+            let mut peer = consumer(ctx, &name, size, count, 0)?;
+            peer.expect_ready()?;
+            peer
+        }
+        Reader::Go(go) => go.spawn(ctx, &name, "throughput", count)?,
+    };
+    let producer_rate = publish_n(&mut publisher, size, count)?;
+    let v = peer.finish_json()?;
+    if let Some(bad) = v.get("bad").and_then(Value::as_u64).filter(|&b| b > 0) {
+        return Err(format!("{who}: {bad} messages had a wrong checksum").into());
+    }
+    let received = field_u64(&v, "received", who)?;
+    let lagged = field_u64(&v, "lagged", who)?;
+    if received + lagged != count {
+        return Err(format!(
+            "{who} accounted for {received} received + {lagged} lagged of {count} messages"
+        )
+        .into());
+    }
+    if lagged == 0 {
+        // Every message k (= its sequence number) arrived, and its checksum is base + k.
+        let base = Payload::new(size).base();
+        let sum_k = (u128::from(count) * (u128::from(count) + 1) / 2) as u64;
+        let expected = base.wrapping_mul(count).wrapping_add(sum_k);
+        match v.get("checksum").and_then(Value::as_u64) {
+            Some(sum) if sum != expected => {
+                let msg = format!(
+                    "{who}: checksum {sum} over all payloads, expected {expected} (the wrapping \
+                     sum of the little-endian u64 words of every payload)"
+                );
+                match reader {
+                    Reader::Rust => return Err(msg.into()),
+                    // The Go reader's checksum is its own business; say so but keep its figures.
+                    Reader::Go(_) => eprintln!("shmcast bench: warning: {msg}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(ThroughputRow {
+        transport: "shm",
+        size,
+        reader: Some(reader.label()),
+        wait: "spin",
+        sent: count,
+        received,
+        lagged,
+        msgs_per_s: field_f64(&v, "msgs_per_s", who)?,
+        bytes_per_s: field_f64(&v, "bytes_per_s", who)?,
+        producer_msgs_per_s: producer_rate,
+        capacity: Some(ctx.capacity),
+        empty_polls: v.get("empty_polls").and_then(Value::as_u64),
+    })
+}
+
+/// Starts a Rust consumer peer on `name` (the `i`-th concurrent one).
+fn consumer(ctx: &Ctx, name: &str, size: usize, count: u64, i: usize) -> Result<Peer> {
+    Peer::bench_peer(
+        ctx,
+        format!("shm consumer {i}"),
+        ctx.peer_cpu(i),
+        Role::ShmConsume,
+        &[
+            "--read".into(),
+            name.to_owned(),
+            "--size".into(),
+            size.to_string(),
+            "--count".into(),
+            count.to_string(),
+        ],
+        &[],
+    )
+}
+
+/// Publishes messages 1..=count (message `k` stamped with `k`, which is its sequence number in
+/// a new segment) as fast as possible; returns messages per second.
+fn publish_n(publisher: &mut Publisher, size: usize, count: u64) -> Result<f64> {
+    let mut payload = Payload::new(size);
+    let start = Instant::now();
+    for k in 1..=count {
+        payload.stamp(k);
+        publisher.publish(payload.bytes())?;
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Peer side of [`throughput`] and [`publish_rate`]: receive until every one of `--count`
+/// messages was received or reported lost.
+pub fn peer_consume(args: &PeerArgs) -> Result<()> {
+    let mut sub = Subscriber::open(args.read_name()?, StartAt::Beginning)?;
+    let base = Payload::new(args.size).base();
+    let mut buf = vec![0u8; args.size];
+    let mut spin = args.spinner("the producer");
+    say("ready")?;
+    let (mut received, mut lagged, mut bad, mut sum, mut empty) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut first: Option<Instant> = None;
+    while received + lagged < args.count {
+        match sub.try_recv_into(&mut buf) {
+            Ok(r) => {
+                let c = checksum(&buf[..r.len]);
+                bad += u64::from(r.len != args.size || c != base.wrapping_add(r.seq));
+                sum = sum.wrapping_add(c);
+                received += 1;
+                if first.is_none() {
+                    first = Some(Instant::now());
+                }
+            }
+            Err(RecvError::Empty) => {
+                empty += 1;
+                spin.idle()?;
+            }
+            Err(RecvError::Lagged { missed }) => {
+                lagged += missed;
+                if first.is_none() {
+                    first = Some(Instant::now());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let end = Instant::now();
+    // As the Go reader computes it: received / (last receive - first receive).
+    let secs = first.map_or(0.0, |f| (end - f).as_secs_f64());
+    let msgs_per_s = if secs > 0.0 && received > 1 {
+        received as f64 / secs
+    } else {
+        0.0
+    };
+    say(&json!({
+        "received": received,
+        "lagged": lagged,
+        "msgs_per_s": msgs_per_s,
+        "bytes_per_s": msgs_per_s * args.size as f64,
+        "checksum": sum,
+        "bad": bad,
+        "empty_polls": empty,
+    })
+    .to_string())
+}
+
+// ------------------------------------------------------------------------------- publish rate
+
+/// The producer's publish rate (`count` messages as fast as possible) with `consumers` Rust
+/// consumers busy-reading the same segment from other processes.
+pub fn publish_rate(ctx: &Ctx, size: usize, count: u64, consumers: usize) -> Result<PublishRow> {
+    let name = sys::segment_name("rate");
+    let mut publisher = create(&name, ctx.capacity)?;
+    let mut peers = Vec::with_capacity(consumers);
+    for i in 0..consumers {
+        peers.push(consumer(ctx, &name, size, count, i)?);
+    }
+    for peer in &mut peers {
+        peer.expect_ready()?;
+    }
+    let rate = publish_n(&mut publisher, size, count)?;
+    let (mut received, mut lagged) = (0, 0);
+    for peer in peers {
+        let v = peer.finish_json()?;
+        if let Some(bad) = v.get("bad").and_then(Value::as_u64).filter(|&b| b > 0) {
+            return Err(format!("a consumer got {bad} messages with a wrong checksum").into());
+        }
+        received += field_u64(&v, "received", "a consumer")?;
+        lagged += field_u64(&v, "lagged", "a consumer")?;
+    }
+    Ok(PublishRow {
+        size,
+        consumers,
+        msgs_per_s: rate,
+        bytes_per_s: rate * size as f64,
+        ratio_to_none: 1.0,
+        consumer_received: received,
+        consumer_lagged: lagged,
+        sent: count,
+        shared_cpu: consumers > 0 && (!ctx.pinned || consumers > ctx.peer_cpus()),
+        capacity: ctx.capacity,
+        rounds: 1,
+        min_msgs_per_s: rate,
+        max_msgs_per_s: rate,
+    })
+}

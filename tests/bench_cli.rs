@@ -1,0 +1,227 @@
+//! Smoke tests of `shmcast bench` (docs/CLI.md, "shmcast bench"): it finishes, every line of
+//! `--json` parses, every measurement appears with positive values, nothing is left in
+//! /dev/shm, and its errors are clear. Nothing here asserts anything about speed.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Runs `shmcast ARGS`, killing it if it takes longer than `limit`.
+fn shmcast(args: &[&str], limit: Duration) -> (Output, u32) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmcast"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmcast");
+    let pid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        stdout.read_to_end(&mut s).unwrap();
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        stderr.read_to_end(&mut s).unwrap();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shmcast {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (output, pid)
+}
+
+/// Segments a run with process id `pid` left in /dev/shm.
+fn leftovers(pid: u32) -> Vec<String> {
+    let prefix = format!("shmcast-bench-{pid}-");
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    let text = String::from_utf8(output.stdout.clone()).expect("UTF-8 output");
+    text.lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|e| panic!("not a JSON line: {line:?}: {e}"))
+        })
+        .collect()
+}
+
+fn positive(v: &Value, key: &str) {
+    let n = v
+        .get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number {key:?} in {v}"));
+    assert!(n > 0.0, "{key} is not positive in {v}");
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string {key:?} in {v}"))
+        .to_owned()
+}
+
+#[test]
+fn quick_json_run_reports_every_measurement() {
+    let (output, pid) = shmcast(&["bench", "--quick", "--json"], Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
+
+    let results = lines(&output);
+    let mut latency = BTreeSet::new();
+    let mut throughput = BTreeSet::new();
+    let mut producer_consumers = BTreeSet::new();
+    for v in &results {
+        let transport = text(v, "transport");
+        let metric = text(v, "metric");
+        positive(v, "size");
+        assert!(v.get("pinned").and_then(Value::as_bool).is_some(), "{v}");
+        match metric.as_str() {
+            "latency" => {
+                for key in ["p50_ns", "p99_ns", "p999_ns", "max_ns", "samples"] {
+                    positive(v, key);
+                }
+                let p = |k: &str| v[k].as_f64().unwrap();
+                assert!(
+                    p("p50_ns") <= p("p99_ns") && p("p99_ns") <= p("p999_ns"),
+                    "{v}"
+                );
+                assert!(p("p999_ns") <= p("max_ns"), "{v}");
+                let method = text(v, "method");
+                assert!(method == "pingpong-halved" || method == "timestamp", "{v}");
+                latency.insert((transport, method));
+            }
+            "throughput" => {
+                positive(v, "msgs_per_s");
+                positive(v, "bytes_per_s");
+                match text(v, "side").as_str() {
+                    "consumer" => {
+                        positive(v, "received");
+                        throughput.insert(transport);
+                    }
+                    "producer" => {
+                        assert_eq!(transport, "shm");
+                        producer_consumers.insert(v["consumers"].as_u64().expect("consumers"));
+                    }
+                    other => panic!("unknown side {other:?} in {v}"),
+                }
+            }
+            other => panic!("unknown metric {other:?} in {v}"),
+        }
+    }
+    for t in ["floor", "shm", "uds-stream", "uds-seqpacket", "pipe"] {
+        assert!(
+            latency.contains(&(t.to_owned(), "pingpong-halved".to_owned())),
+            "no {t} ping-pong latency in {latency:?}"
+        );
+    }
+    assert!(latency.contains(&("shm".to_owned(), "timestamp".to_owned())));
+    for t in ["shm", "uds-stream", "uds-seqpacket", "pipe"] {
+        assert!(
+            throughput.contains(t),
+            "no {t} throughput in {throughput:?}"
+        );
+    }
+    assert_eq!(producer_consumers, BTreeSet::from([0, 1, 2]));
+}
+
+#[test]
+fn table_run_on_one_cpu_says_it_is_not_pinned() {
+    // One CPU for both sides: nothing pinned, spinning sides yield, and the run still finishes.
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    let cpu = (0..nix::sched::CpuSet::count())
+        .find(|&c| allowed.is_set(c).unwrap_or(false))
+        .expect("an allowed CPU")
+        .to_string();
+    let (output, pid) = shmcast(
+        &[
+            "bench",
+            "--quick",
+            "--cpus",
+            &cpu,
+            "--only",
+            "floor,latency,producer",
+            "--samples",
+            "2000",
+            "--socket-samples",
+            "200",
+        ],
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    assert!(stdout.contains("NOT pinned"), "{stdout}");
+    for row in [
+        "floor",
+        "shm, busy-spin",
+        "uds-stream",
+        "uds-seqpacket",
+        "pipe",
+    ] {
+        assert!(stdout.contains(row), "no {row:?} row in\n{stdout}");
+    }
+    assert!(stdout.contains("Producer publish rate"), "{stdout}");
+    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
+}
+
+#[test]
+fn a_missing_go_reader_is_a_clear_error() {
+    let (output, _) = shmcast(
+        &[
+            "bench",
+            "--quick",
+            "--consumer",
+            "go",
+            "--go-reader",
+            "/nonexistent/shmcast-bench-reader",
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "shmcast: error: --go-reader /nonexistent/shmcast-bench-reader: no such file"
+    );
+}
+
+#[test]
+fn bad_sizes_and_cpus_are_refused() {
+    let (output, _) = shmcast(&["bench", "--sizes", "4"], Duration::from_secs(60));
+    assert_eq!(output.status.code(), Some(2));
+    let (output, _) = shmcast(&["bench", "--cpus", "100000"], Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("shmcast: error: --cpus"), "{stderr}");
+}
