@@ -70,15 +70,7 @@ fn fill(buf: &mut [u8], counter: u64) {
 /// Wrapping sum of the little-endian 64-bit words, plus the tail bytes: touches every byte.
 #[inline(never)]
 fn checksum(buf: &[u8]) -> u64 {
-    let mut words = buf.chunks_exact(8);
-    let mut sum = 0u64;
-    for w in &mut words {
-        sum = sum.wrapping_add(u64::from_le_bytes(w.try_into().unwrap()));
-    }
-    for &b in words.remainder() {
-        sum = sum.wrapping_add(u64::from(b));
-    }
-    sum
+    shmcast::pattern::checksum(buf)
 }
 
 /// What `checksum` returns for a payload of `size` bytes written by `fill(_, counter)`.

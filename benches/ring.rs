@@ -5,6 +5,7 @@
 //! `cargo bench --bench ring`; the cross-process harness is `shmcast bench` (issue 4).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shmcast::pattern::checksum;
 use shmcast::{Publisher, StartAt, Subscriber};
 
 const SIZES: [usize; 5] = [8, 64, 1024, 4096, 65536];
@@ -155,19 +156,6 @@ fn read(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// Wrapping sum of the little-endian u64 words of `bytes` (and its tail bytes).
-fn checksum(bytes: &[u8]) -> u64 {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut sum = 0u64;
-    for c in &mut chunks {
-        sum = sum.wrapping_add(u64::from_le_bytes(c.try_into().unwrap()));
-    }
-    for &b in chunks.remainder() {
-        sum = sum.wrapping_add(u64::from(b));
-    }
-    sum
 }
 
 criterion_group!(benches, publish, publish_then_read, read);

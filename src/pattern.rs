@@ -31,6 +31,22 @@ pub fn matches(seq: u64, payload: &[u8]) -> bool {
         .all(|chunk| splitmix64(&mut state).to_le_bytes()[..chunk.len()] == *chunk)
 }
 
+/// The checksum the benchmarks use (here, in `shmcast bench` and in the Go bench reader): the
+/// wrapping sum of the payload's little-endian 64-bit words, plus each byte of a final partial
+/// word. Cheap enough not to dominate a copy, and every byte counts.
+#[inline]
+pub fn checksum(bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut sum = 0u64;
+    for chunk in &mut chunks {
+        sum = sum.wrapping_add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    }
+    for &b in chunks.remainder() {
+        sum = sum.wrapping_add(u64::from(b));
+    }
+    sum
+}
+
 /// The length of message `seq` when lengths are drawn from `min..=max`.
 pub fn length(seq: u64, min: usize, max: usize) -> usize {
     debug_assert!(min <= max);
@@ -62,6 +78,13 @@ mod tests {
         b[36] ^= 1;
         assert!(!matches(5, &b));
         assert!(matches(9, &[]));
+    }
+
+    #[test]
+    fn checksum_sums_words_and_tail_bytes() {
+        assert_eq!(checksum(&[]), 0);
+        assert_eq!(checksum(&[1, 0, 0, 0, 0, 0, 0, 0, 2, 3]), 6);
+        assert_eq!(checksum(&[0xFF; 16]), u64::MAX.wrapping_add(u64::MAX));
     }
 
     #[test]

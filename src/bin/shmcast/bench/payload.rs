@@ -47,22 +47,8 @@ impl Payload {
     }
 }
 
-/// The wrapping sum of the little-endian 64-bit words of `bytes`, plus each byte of a short
-/// tail as a `u64`. It reads every byte.
-#[inline(always)]
-pub fn checksum(bytes: &[u8]) -> u64 {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut sum = 0u64;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        sum = sum.wrapping_add(u64::from_le_bytes(word));
-    }
-    for &b in chunks.remainder() {
-        sum = sum.wrapping_add(u64::from(b));
-    }
-    sum
-}
+/// The checksum every receiver computes (one definition, in the library).
+pub use shmcast::pattern::checksum;
 
 /// The counter (or timestamp) in a received message's first word.
 #[inline(always)]
