@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check of the project, Rust and Go: what CI runs (through .ci/run).
 #   scripts/test.sh
-# Environment: LOOM_MAX_PREEMPTIONS (default 2), FUZZTIME for the Go fuzz targets (default 10s).
+# Environment: LOOM_MAX_PREEMPTIONS (default 2), FUZZTIME for the Go fuzz targets (default: a count of about 10 s each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
