@@ -67,28 +67,6 @@ func fillPayload(p []byte, counter uint64) {
 	}
 }
 
-// checksum is the wrapping sum of p's little-endian 64-bit words plus its
-// tail bytes: it reads every byte. Four accumulators keep four loads in
-// flight (Go does not vectorise this loop).
-func checksum(p []byte) uint64 {
-	var s0, s1, s2, s3 uint64
-	for len(p) >= 32 {
-		s0 += binary.LittleEndian.Uint64(p[0:8])
-		s1 += binary.LittleEndian.Uint64(p[8:16])
-		s2 += binary.LittleEndian.Uint64(p[16:24])
-		s3 += binary.LittleEndian.Uint64(p[24:32])
-		p = p[32:]
-	}
-	for len(p) >= 8 {
-		s0 += binary.LittleEndian.Uint64(p[0:8])
-		p = p[8:]
-	}
-	for _, b := range p {
-		s1 += uint64(b)
-	}
-	return s0 + s1 + s2 + s3
-}
-
 // TestIPCChecksum checks the benchmark's fill and checksum on every length
 // up to 100 (the benchmark sizes are all multiples of 32).
 func TestIPCChecksum(t *testing.T) {
@@ -103,7 +81,7 @@ func TestIPCChecksum(t *testing.T) {
 				naive += uint64(b)
 			}
 		}
-		if got, want := checksum(p), expectedSum(n, 0xFFFF_FFFF_FFFF_FFF0+uint64(n)); got != naive || got != want {
+		if got, want := Checksum(p), expectedSum(n, 0xFFFF_FFFF_FFFF_FFF0+uint64(n)); got != naive || got != want {
 			t.Fatalf("n=%d: checksum %#x, byte-wise %#x, expected %#x", n, got, naive, want)
 		}
 	}
@@ -131,7 +109,7 @@ func benchMemcpy(b *testing.B, n int) {
 		counter++
 		fillPayload(src, counter)
 		copy(dst, src)
-		checkSum(b, checksum(dst), n, counter)
+		checkSum(b, Checksum(dst), n, counter)
 	}
 }
 
@@ -154,7 +132,7 @@ func benchShm(b *testing.B, n int) {
 		if err != nil || len(m.Data) != n {
 			b.Fatalf("TryRead: %v (%d bytes)", err, len(m.Data))
 		}
-		checkSum(b, checksum(m.Data), n, counter)
+		checkSum(b, Checksum(m.Data), n, counter)
 	}
 }
 
@@ -175,7 +153,7 @@ func benchUDSStream(b *testing.B, n int) {
 		if len(payload) != n {
 			b.Fatalf("frame of %d bytes, want %d", len(payload), n)
 		}
-		checkSum(b, checksum(payload), n, counter)
+		checkSum(b, Checksum(payload), n, counter)
 	}
 }
 
@@ -218,7 +196,7 @@ func benchUDSSeqpacket(b *testing.B, n int) {
 		if err != nil || k != n {
 			b.Fatalf("Read: %v (%d bytes, want %d)", err, k, n)
 		}
-		checkSum(b, checksum(rbuf[:k]), n, counter)
+		checkSum(b, Checksum(rbuf[:k]), n, counter)
 	}
 }
 

@@ -70,3 +70,27 @@ func PatternLen(seq uint64, minLen, maxLen int) int {
 	span := uint64(maxLen-minLen) + 1
 	return minLen + int(splitmix64(&state)%span)
 }
+
+// Checksum is the checksum the benchmarks use, the same as the Rust crate's
+// pattern::checksum: the wrapping sum of p's little-endian 64-bit words plus
+// each byte of a final partial word. It reads every byte. Four accumulators
+// keep four loads in flight (Go does not vectorise this loop); the sum is the
+// same whatever the grouping.
+func Checksum(p []byte) uint64 {
+	var s0, s1, s2, s3 uint64
+	for len(p) >= 32 {
+		s0 += binary.LittleEndian.Uint64(p[0:8])
+		s1 += binary.LittleEndian.Uint64(p[8:16])
+		s2 += binary.LittleEndian.Uint64(p[16:24])
+		s3 += binary.LittleEndian.Uint64(p[24:32])
+		p = p[32:]
+	}
+	for len(p) >= 8 {
+		s0 += binary.LittleEndian.Uint64(p[0:8])
+		p = p[8:]
+	}
+	for _, b := range p {
+		s1 += uint64(b)
+	}
+	return s0 + s1 + s2 + s3
+}

@@ -45,3 +45,24 @@ func TestPattern(t *testing.T) {
 		t.Fatalf("VerifyPattern allocates %v", allocs)
 	}
 }
+
+// TestChecksumMatchesRust pins Checksum to the same vectors as the Rust
+// crate's pattern::checksum test, so both languages compute one checksum.
+func TestChecksumMatchesRust(t *testing.T) {
+	ff := make([]byte, 16)
+	for i := range ff {
+		ff[i] = 0xFF
+	}
+	for _, c := range []struct {
+		in   []byte
+		want uint64
+	}{
+		{nil, 0},
+		{[]byte{1, 0, 0, 0, 0, 0, 0, 0, 2, 3}, 6},
+		{ff, ^uint64(0) - 1}, // two words of 2^64-1, wrapping
+	} {
+		if got := Checksum(c.in); got != c.want {
+			t.Errorf("Checksum(%v) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}

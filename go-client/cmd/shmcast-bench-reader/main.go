@@ -247,7 +247,7 @@ func bench(cfg config, stderr io.Writer) (string, error) {
 				samples = append(samples, now-int64(binary.LittleEndian.Uint64(m.Data)))
 				continue
 			}
-			sum += checksum(m.Data)
+			sum += shmcast.Checksum(m.Data)
 			bytes += uint64(len(m.Data))
 			if received == 1 {
 				first = time.Now()
@@ -304,29 +304,6 @@ func percentile(sorted []int64, q float64) int64 {
 	}
 	i := int(math.Ceil(q*float64(len(sorted)))) - 1
 	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
-// checksum is the wrapping sum of p's little-endian 8-byte words plus each
-// tail byte: it reads every byte. Go does not vectorise this loop; four
-// accumulators and reslicing (no bounds checks) make it about 3x faster
-// than the indexed one-accumulator loop.
-func checksum(p []byte) uint64 {
-	var s0, s1, s2, s3 uint64
-	for len(p) >= 32 {
-		s0 += binary.LittleEndian.Uint64(p[0:8])
-		s1 += binary.LittleEndian.Uint64(p[8:16])
-		s2 += binary.LittleEndian.Uint64(p[16:24])
-		s3 += binary.LittleEndian.Uint64(p[24:32])
-		p = p[32:]
-	}
-	for len(p) >= 8 {
-		s0 += binary.LittleEndian.Uint64(p[0:8])
-		p = p[8:]
-	}
-	for _, b := range p {
-		s1 += uint64(b)
-	}
-	return s0 + s1 + s2 + s3
 }
 
 func jsonFloat(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
