@@ -122,10 +122,15 @@ impl Candidate {
 impl<'a> Ring<'a> {
     /// A view over `header` (at least [`layout::HEADER_WORDS`] words) and `data` (a power of two
     /// of at least 8 words).
+    ///
+    /// Built on every publish and read, so the shape is checked in debug builds only: both
+    /// callers guarantee it (`segment` validated the header; `HeapRing` allocates a power of
+    /// two), and every index is still bounds-checked, so a violation could panic but never
+    /// read outside the arrays.
     pub(crate) fn new(header: &'a [AtomicU64], data: &'a [AtomicU64]) -> Self {
-        assert!(header.len() >= layout::HEADER_WORDS, "header too short");
+        debug_assert!(header.len() >= layout::HEADER_WORDS, "header too short");
         let capacity = data.len() as u64 * 8;
-        assert!(
+        debug_assert!(
             capacity.is_power_of_two() && capacity >= 64,
             "ring capacity must be a power of two >= 64"
         );
