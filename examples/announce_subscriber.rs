@@ -84,13 +84,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
 
     let (mut received, mut missed) = (0u64, 0u64);
-    let mut last_message = Instant::now();
     let limit = args.count.unwrap_or(u64::MAX);
     while received < limit {
-        match subscriber.try_recv_pod::<Announcement>() {
+        // The default wait strategy sleeps in the kernel until the publisher publishes: no CPU
+        // while idle. Waking once per `idle` period lets us notice a finished publisher.
+        let deadline = Some(Instant::now() + args.idle);
+        match subscriber.recv_pod_until::<Announcement>(deadline) {
             Ok((seq, a)) => {
                 received += 1;
-                last_message = Instant::now();
                 let age_us = now_ns().saturating_sub(a.timestamp_ns) / 1000;
                 println!(
                     "seq {seq}: #{} {} at {:.3} ({age_us} µs after it was published)",
@@ -107,17 +108,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             Err(RecvError::SizeMismatch { seq, actual, .. }) => {
                 println!("seq {seq}: skipping a {actual}-byte message that is not an announcement");
             }
-            Err(RecvError::Empty) => {
-                if last_message.elapsed() >= args.idle {
-                    println!(
-                        "nothing for {:?}; the publisher seems to be done",
-                        args.idle
-                    );
-                    break;
-                }
-                // A real consumer would use `recv`/`recv_timeout` on byte messages; polling
-                // every millisecond keeps this example simple and cheap.
-                std::thread::sleep(Duration::from_millis(1));
+            Err(RecvError::Timeout) => {
+                println!(
+                    "nothing for {:?}; the publisher seems to be done",
+                    args.idle
+                );
+                break;
             }
             Err(e) => return Err(e.into()),
         }

@@ -44,6 +44,16 @@ pub mod offset {
     pub const LATEST: usize = 0x108;
 }
 
+/// Start of the subscriber area (the page between the producer header and the ring).
+pub const SUBSCRIBER_AREA: u64 = 0x1000;
+/// Size of the subscriber area.
+pub const SUBSCRIBER_AREA_SIZE: u64 = 0x1000;
+/// `wake_seq` (u32): the futex word parked subscribers wait on; the producer increments it when
+/// it wakes them.
+pub const WAKE_SEQ: usize = 0x1000;
+/// `parked` (u32): non-zero when some subscriber may be parked on `wake_seq`.
+pub const PARKED: usize = 0x1004;
+
 /// Number of 64-bit words in the producer header page.
 pub const HEADER_WORDS: usize = (HEADER_SIZE / 8) as usize;
 

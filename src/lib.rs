@@ -10,7 +10,9 @@
 //! - A subscriber that falls a whole ring behind gets [`RecvError::Lagged`] with the exact
 //!   number of lost messages, then continues with the oldest message still intact.
 //! - A message that was overwritten while being read is never returned.
-//! - Subscribers map the segment read-only.
+//! - Subscribers map the segment read-only. An idle subscriber can sleep in the kernel
+//!   ([`WaitStrategy::Block`], the default) and is woken by the producer with one futex call per
+//!   publish; while nobody sleeps, publishing makes no system call.
 //!
 //! The byte layout and the publish/read algorithms are specified in `docs/LAYOUT.md`; the
 //! protocol lives in the `ring` module, file handling in `segment`, waiting in `wait`.
@@ -46,11 +48,11 @@ mod publisher;
 mod segment;
 #[cfg(not(loom))]
 mod subscriber;
-#[cfg(not(loom))]
 pub mod wait;
 
 pub use error::{Error, RecvError};
 pub use ring::StartAt;
+pub use wait::WaitStrategy;
 
 #[cfg(not(loom))]
 pub use publisher::{Claim, Publisher, PublisherOptions, DEFAULT_CAPACITY, DEFAULT_MODE};

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::ring::{self, Reservation, Ring, WriterState};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
+use crate::wait::WakeWords;
 
 /// Default ring capacity: 1 MiB.
 pub const DEFAULT_CAPACITY: u64 = 1 << 20;
@@ -81,6 +82,7 @@ impl PublisherOptions {
             location,
             unlink_on_drop: self.unlink_on_drop,
             max_payload,
+            wakeups: 0,
         })
     }
 }
@@ -111,6 +113,7 @@ pub struct Publisher {
     location: Location,
     unlink_on_drop: bool,
     max_payload: usize,
+    wakeups: u64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -137,7 +140,9 @@ impl Publisher {
     /// Publishes one message and returns its sequence number (1 for the first message).
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64, Error> {
         self.check_len(payload.len())?;
-        Ok(self.mapping.ring().publish(&mut self.state, payload))
+        let seq = self.mapping.ring().publish(&mut self.state, payload);
+        self.wakeups += u64::from(self.mapping.wake_words().wake_parked());
+        Ok(seq)
     }
 
     /// Publishes the bytes of a plain-old-data value (read it back with
@@ -174,6 +179,8 @@ impl Publisher {
         }
         Ok(Claim {
             ring,
+            wake: self.mapping.wake_words(),
+            wakeups: &mut self.wakeups,
             state: &mut self.state,
             reservation: Some(reservation),
             words,
@@ -206,6 +213,13 @@ impl Publisher {
         self.state.next_seq()
     }
 
+    /// How many times this publisher has woken parked subscribers: one `FUTEX_WAKE` system call
+    /// each, made by a publish that found some subscriber parked. While no subscriber is parked,
+    /// publishing makes no system call and this does not grow.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups
+    }
+
     /// The segment's file (`/dev/shm/NAME` for a shared-memory segment).
     pub fn path(&self) -> PathBuf {
         self.location.path()
@@ -227,6 +241,8 @@ impl Drop for Publisher {
 /// contents; call [`Claim::fill`] first if that matters.
 pub struct Claim<'a> {
     ring: Ring<'a>,
+    wake: WakeWords<'a>,
+    wakeups: &'a mut u64,
     state: &'a mut WriterState,
     reservation: Option<Reservation>,
     words: &'a [AtomicU64],
@@ -290,7 +306,9 @@ impl Claim<'_> {
             .reservation
             .take()
             .expect("a claim is committed at most once");
-        self.ring.commit(self.state, reservation)
+        let seq = self.ring.commit(self.state, reservation);
+        *self.wakeups += u64::from(self.wake.wake_parked());
+        seq
     }
 }
 

@@ -660,6 +660,8 @@ pub(crate) fn write_range(words: &[AtomicU64], offset: usize, src: &[u8]) {
 pub(crate) struct HeapRing {
     header: Vec<AtomicU64>,
     data: Vec<AtomicU64>,
+    wake_seq: crate::sync::AtomicU32,
+    parked: crate::sync::AtomicU32,
 }
 
 #[cfg(test)]
@@ -670,6 +672,8 @@ impl HeapRing {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             data: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+            wake_seq: crate::sync::AtomicU32::new(0),
+            parked: crate::sync::AtomicU32::new(0),
         };
         heap.ring().init_indices();
         heap
@@ -677,6 +681,11 @@ impl HeapRing {
 
     pub(crate) fn ring(&self) -> Ring<'_> {
         Ring::new(&self.header, &self.data)
+    }
+
+    /// The wake-up words, as a subscriber with write access (or the producer) sees them.
+    pub(crate) fn wake_words(&self) -> crate::wait::WakeWords<'_> {
+        crate::wait::WakeWords::new(&self.wake_seq, Some(&self.parked))
     }
 
     /// Direct access for tests that corrupt the ring on purpose.

@@ -15,7 +15,8 @@ use nix::sys::stat::Mode;
 use crate::error::Error;
 use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WORDS};
 use crate::ring::Ring;
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::wait::WakeWords;
 
 /// Where a segment lives: a POSIX shared-memory object or a file path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +102,18 @@ impl Location {
 pub(crate) struct Mapping {
     map: MmapRaw,
     capacity: u64,
+    wake_page: WakePage,
+}
+
+/// Where this process may store the wake-up words of the subscriber area.
+enum WakePage {
+    /// The producer: `map` is writable.
+    InMap,
+    /// A subscriber with write access: the subscriber page mapped writable on its own, so the
+    /// header and the ring stay read-only.
+    Separate(MmapRaw),
+    /// A subscriber without write access: it can wait on `wake_seq` but not register.
+    ReadOnly,
 }
 
 // The header and the ring are always accessed through atomics (see `Mapping::ring`).
@@ -131,6 +144,33 @@ impl Mapping {
             )
         };
         Ring::new(self.header_words(), data)
+    }
+
+    /// The wake-up words of the subscriber area (docs/LAYOUT.md, "Waiting and waking").
+    pub(crate) fn wake_words(&self) -> WakeWords<'_> {
+        let at = |base: *mut u8, off: usize| -> &AtomicU32 {
+            // SAFETY: `base` is the start of the subscriber page (in `map`, which is at least
+            // DATA_OFFSET bytes, or a separate 4096-byte mapping of it) and `off` < 8, so the
+            // 4-byte-aligned word is in bounds; both mappings live as long as `self`. Every
+            // process accesses these words only atomically (as for `header_words`); through a
+            // read-only mapping this process only loads them and passes their address to
+            // FUTEX_WAIT, which only reads.
+            unsafe { &*base.add(off).cast::<AtomicU32>() }
+        };
+        let in_map = || {
+            // SAFETY: SUBSCRIBER_AREA < DATA_OFFSET <= the mapping's length.
+            unsafe { self.map.as_mut_ptr().add(layout::SUBSCRIBER_AREA as usize) }
+        };
+        let wake_seq = layout::WAKE_SEQ - layout::SUBSCRIBER_AREA as usize;
+        let parked = layout::PARKED - layout::SUBSCRIBER_AREA as usize;
+        match &self.wake_page {
+            WakePage::InMap => WakeWords::new(at(in_map(), wake_seq), Some(at(in_map(), parked))),
+            WakePage::Separate(page) => WakeWords::new(
+                at(page.as_mut_ptr(), wake_seq),
+                Some(at(page.as_mut_ptr(), parked)),
+            ),
+            WakePage::ReadOnly => WakeWords::new(at(in_map(), wake_seq), None),
+        }
     }
 
     /// The identity block, loaded with atomics: `magic` first, then an acquire fence, then the
@@ -197,7 +237,11 @@ pub(crate) fn create(location: &Location, capacity: u64, mode: u32) -> Result<Ma
         .len(total as usize)
         .map_raw(&file)
         .map_err(|e| Error::from_io("map", path.clone(), e))?;
-    let mapping = Mapping { map, capacity };
+    let mapping = Mapping {
+        map,
+        capacity,
+        wake_page: WakePage::InMap,
+    };
     init_header(&mapping, capacity);
     guard.0 = None;
     Ok(mapping)
@@ -245,13 +289,21 @@ fn init_header(mapping: &Mapping, capacity: u64) {
     words[layout::word(offset::MAGIC)].store(layout::MAGIC, Ordering::Release);
 }
 
-/// Opens an existing segment read-only and validates its header (docs/LAYOUT.md, "Validating a
-/// segment before reading it").
+/// Opens an existing segment for reading and validates its header (docs/LAYOUT.md, "Validating
+/// a segment before reading it"). The header and the ring are mapped read-only; if the file is
+/// writable, the subscriber page is also mapped writable on its own, for parking.
 pub(crate) fn open(location: &Location) -> Result<Mapping, Error> {
     let path = location.path();
-    let file = location
-        .open_file(false, None)
-        .map_err(|e| Error::from_io("open", path.clone(), e))?;
+    let (file, writable) = match location.open_file(true, None) {
+        Ok(file) => (file, true),
+        Err(e) if is_access_denied(&e) => {
+            let file = location
+                .open_file(false, None)
+                .map_err(|e| Error::from_io("open", path.clone(), e))?;
+            (file, false)
+        }
+        Err(e) => return Err(Error::from_io("open", path, e)),
+    };
     let file_size = file
         .metadata()
         .map_err(|e| Error::from_io("stat", path.clone(), e))?
@@ -278,10 +330,31 @@ pub(crate) fn open(location: &Location) -> Result<Mapping, Error> {
         unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<AtomicU64>(), HEADER_WORDS) };
     let id = load_identity(header);
     validate(&path, &id, file_size)?;
+    // Without the writable page the subscriber still works; it just cannot park.
+    let wake_page = writable
+        .then(|| {
+            MmapOptions::new()
+                .offset(layout::SUBSCRIBER_AREA)
+                .len(layout::SUBSCRIBER_AREA_SIZE as usize)
+                .map_raw(&file)
+                .ok()
+        })
+        .flatten()
+        .map_or(WakePage::ReadOnly, WakePage::Separate);
     Ok(Mapping {
         map,
         capacity: id.capacity,
+        wake_page,
     })
+}
+
+/// Errors that mean "you may not write this file", after which reading may still work.
+fn is_access_denied(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EACCES | Errno::EPERM | Errno::EROFS)
+    )
 }
 
 /// Checks an identity block against the layout and the file size, in the documented order.

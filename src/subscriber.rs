@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Error, RecvError};
-use crate::ring::{self, ReaderState, StartAt};
+use crate::ring::{self, ReaderState, Ring, StartAt};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
-use crate::wait::Backoff;
+use crate::wait::{self, WaitStrategy};
 
 /// What a copying read delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +22,17 @@ pub struct Received {
 
 /// A reader of a segment, in this or another process.
 ///
-/// A subscriber maps the segment read-only and never writes to it. It reads every message in
-/// order, or learns exactly how many it missed ([`RecvError::Lagged`]) and continues with the
-/// oldest message still intact. It never returns a message that was partly overwritten.
+/// A subscriber maps the producer header and the ring read-only and never writes them. It reads
+/// every message in order, or learns exactly how many it missed ([`RecvError::Lagged`]) and
+/// continues with the oldest message still intact. It never returns a message that was partly
+/// overwritten.
+///
+/// The blocking calls ([`Self::recv`], [`Self::recv_timeout`], [`Self::recv_into_until`]) wait as
+/// the subscriber's [`WaitStrategy`] says; the default, [`WaitStrategy::Block`], sleeps in the
+/// kernel until the producer publishes. To register as sleeping, a subscriber needs write
+/// access to the segment file, and then maps only the subscriber page (docs/LAYOUT.md) writable.
+/// Without it ([`Self::can_park`] is `false`) it still reads everything, and notices new
+/// messages within about 1 ms while idle.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,6 +58,7 @@ pub struct Subscriber {
     mapping: Mapping,
     state: ReaderState,
     location: Location,
+    wait: WaitStrategy,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -57,6 +66,8 @@ impl std::fmt::Debug for Subscriber {
         f.debug_struct("Subscriber")
             .field("path", &self.location.path())
             .field("next_seq", &self.state.seq())
+            .field("wait", &self.wait)
+            .field("can_park", &self.can_park())
             .finish()
     }
 }
@@ -86,6 +97,7 @@ impl Subscriber {
             mapping,
             state,
             location,
+            wait: WaitStrategy::default(),
         })
     }
 
@@ -130,32 +142,29 @@ impl Subscriber {
     /// Reads the next message as a plain-old-data value without blocking. A message whose size
     /// is not `size_of::<T>()` is consumed and reported as [`RecvError::SizeMismatch`].
     pub fn try_recv_pod<T: Pod>(&mut self) -> Result<(u64, T), RecvError> {
-        let ring = self.mapping.ring();
-        let candidate = ring.peek(&mut self.state)?;
-        let mut value = T::zeroed();
-        let expected = std::mem::size_of::<T>();
-        if candidate.len() != expected {
-            ring.confirm(&mut self.state, &candidate)?;
-            return Err(RecvError::SizeMismatch {
-                seq: candidate.seq(),
-                expected,
-                actual: candidate.len(),
-            });
-        }
-        ring::copy_out(ring.payload(&candidate), bytemuck::bytes_of_mut(&mut value));
-        ring.confirm(&mut self.state, &candidate)?;
-        Ok((candidate.seq(), value))
+        read_pod(self.mapping.ring(), &mut self.state)
     }
 
-    /// Like [`Self::try_recv`], but waits for a message (spinning briefly, then yielding,
-    /// then sleeping at most 1 ms at a time). Never returns [`RecvError::Empty`].
+    /// Like [`Self::try_recv_pod`], but waits until `deadline` (or for ever with `None`) as
+    /// the [`WaitStrategy`] says.
+    pub fn recv_pod_until<T: Pod>(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<(u64, T), RecvError> {
+        self.wait_for(deadline, read_pod)
+    }
+
+    /// Like [`Self::try_recv`], but waits for a message as the [`WaitStrategy`] says. Never
+    /// returns [`RecvError::Empty`].
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
-        self.wait_for(None, |s| s.try_recv(buf))
+        self.wait_for(None, |ring, st| ring.read_to_vec(st, buf))
     }
 
     /// Like [`Self::recv`], but gives up with [`RecvError::Timeout`] after `timeout`.
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RecvError> {
-        self.wait_for(Some(Instant::now() + timeout), |s| s.try_recv(buf))
+        self.wait_for(Some(Instant::now() + timeout), |ring, st| {
+            ring.read_to_vec(st, buf)
+        })
     }
 
     /// Like [`Self::try_recv_into`], but waits until `deadline` (or for ever with `None`).
@@ -164,25 +173,61 @@ impl Subscriber {
         buf: &mut [u8],
         deadline: Option<Instant>,
     ) -> Result<Received, RecvError> {
-        self.wait_for(deadline, |s| s.try_recv_into(buf))
+        self.wait_for(deadline, |ring, st| {
+            let (seq, len) = ring.read_into(st, buf)?;
+            Ok(Received { seq, len })
+        })
     }
 
     fn wait_for<T>(
         &mut self,
         deadline: Option<Instant>,
-        mut attempt: impl FnMut(&mut Self) -> Result<T, RecvError>,
+        mut attempt: impl FnMut(Ring<'_>, &mut ReaderState) -> Result<T, RecvError>,
     ) -> Result<T, RecvError> {
-        let mut backoff = Backoff::new();
-        loop {
-            match attempt(self) {
-                Err(RecvError::Empty) => {
-                    if !backoff.wait(deadline) {
-                        return Err(RecvError::Timeout);
-                    }
-                }
-                other => return other,
-            }
-        }
+        let (ring, words, state) = (
+            self.mapping.ring(),
+            self.mapping.wake_words(),
+            &mut self.state,
+        );
+        wait::wait_for(self.wait, words, deadline, || attempt(ring, state))
+    }
+
+    /// How the blocking calls wait for a message. See [`WaitStrategy`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use shmcast::{Publisher, StartAt, Subscriber, WaitStrategy};
+    ///
+    /// let name = format!("/shmcast-doc-wait-{}", std::process::id());
+    /// let mut publisher = Publisher::options().capacity(4096).create(&name)?;
+    /// let mut subscriber = Subscriber::open(&name, StartAt::Next)?;
+    /// subscriber.set_wait_strategy(WaitStrategy::Block); // the default: no CPU while idle
+    /// let consumer = std::thread::spawn(move || {
+    ///     let mut buf = Vec::new();
+    ///     let seq = subscriber.recv_timeout(&mut buf, Duration::from_secs(10));
+    ///     seq.map(|seq| (seq, buf))
+    /// });
+    /// std::thread::sleep(Duration::from_millis(20)); // the consumer is asleep by now
+    /// publisher.publish(b"wake up")?; // finds it parked: one FUTEX_WAKE
+    /// let (seq, buf) = consumer.join().unwrap()?;
+    /// assert_eq!((seq, &buf[..]), (1, &b"wake up"[..]));
+    /// # Ok(()) }
+    /// ```
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// The current [`WaitStrategy`] ([`WaitStrategy::Block`] unless changed).
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Whether this subscriber can register as parked, so that the producer wakes it as soon as
+    /// it publishes. `false` when the process has only read access to the segment file; a
+    /// [`WaitStrategy::Block`] subscriber then polls at most every [`wait::MAX_SLEEP`].
+    pub fn can_park(&self) -> bool {
+        self.mapping.wake_words().can_park()
     }
 
     /// The sequence number of the next message this subscriber expects.
@@ -226,6 +271,24 @@ impl Subscriber {
             latest: snap.latest,
         }
     }
+}
+
+/// Reads the next message as a `T`; see [`Subscriber::try_recv_pod`].
+fn read_pod<T: Pod>(ring: Ring<'_>, state: &mut ReaderState) -> Result<(u64, T), RecvError> {
+    let candidate = ring.peek(state)?;
+    let expected = std::mem::size_of::<T>();
+    if candidate.len() != expected {
+        ring.confirm(state, &candidate)?;
+        return Err(RecvError::SizeMismatch {
+            seq: candidate.seq(),
+            expected,
+            actual: candidate.len(),
+        });
+    }
+    let mut value = T::zeroed();
+    ring::copy_out(ring.payload(&candidate), bytemuck::bytes_of_mut(&mut value));
+    ring.confirm(state, &candidate)?;
+    Ok((candidate.seq(), value))
 }
 
 /// The header of a segment as [`Subscriber::info`] saw it.

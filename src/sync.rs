@@ -1,12 +1,15 @@
-//! The atomics the ring protocol uses: `std`'s in production, loom's under `--cfg loom`.
+//! The primitives the protocol uses: atomics and futex calls, `std`'s and the kernel's in
+//! production, loom's under `--cfg loom`.
 //!
-//! The protocol in [`crate::ring`] is written once against these names, so the code that loom
-//! model-checks is the code that runs over the shared mapping.
+//! The protocol in [`crate::ring`] and the parking in [`crate::wait`] are written once against
+//! these names, so the code that loom model-checks is the code that runs over the shared mapping.
+
+use std::time::Duration;
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// A hint for spin loops; under loom it yields so the model can make progress.
 #[inline]
@@ -15,4 +18,92 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
     #[cfg(not(loom))]
     std::hint::spin_loop();
+}
+
+/// Sleeps until `word` is woken by [`futex_wake_all`], unless it no longer holds `expected`
+/// (checked atomically with going to sleep), or until `timeout` passes. May also return
+/// spuriously; callers re-check whatever they wait for.
+///
+/// The futex is *shared* (no `FUTEX_PRIVATE_FLAG`): the kernel keys it by file and offset, so
+/// processes that map the same segment wait on and wake the same word, through read-only
+/// mappings too.
+#[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    use nix::libc;
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, 4-byte aligned u32 for the duration of the call (it is borrowed);
+    // FUTEX_WAIT only reads it. `ts_ptr` is null or points to a timespec that outlives the call.
+    // The result (0, EAGAIN, EINTR, ETIMEDOUT) needs no handling: every return means "re-check".
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every thread, in any process, waiting in [`futex_wait`] on `word`.
+#[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    use nix::libc;
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access its value. Errors
+    // (there are none for a valid address) would only mean nobody was woken.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Without futexes a waiter sleeps for a bounded time and is never woken early.
+#[cfg(all(not(loom), not(any(target_os = "linux", target_os = "android"))))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    if word.load(Ordering::Relaxed) == expected {
+        let cap = Duration::from_millis(1);
+        std::thread::sleep(timeout.map_or(cap, |t| t.min(cap)));
+    }
+}
+
+/// Without futexes there is nobody to wake: waiters time out on their own.
+#[cfg(all(not(loom), not(any(target_os = "linux", target_os = "android"))))]
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {}
+
+// Under loom a futex is a mutex-protected "check the value, then sleep" on one global
+// condition variable: the same atomicity the kernel gives (it checks the value under the lock
+// that FUTEX_WAKE takes). Timeouts are ignored, so a lost wake-up shows as a loom deadlock.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
+    let guard = FUTEX.0.lock().unwrap();
+    if word.load(Ordering::Relaxed) == expected {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {
+    let _guard = FUTEX.0.lock().unwrap();
+    FUTEX.1.notify_all();
 }

@@ -1,48 +1,257 @@
-//! How a blocking read waits for the next message.
-//!
-//! For now one strategy: spin briefly, then yield the CPU, then sleep in growing steps up to
-//! [`MAX_SLEEP`]. A waiting subscriber therefore costs little CPU once idle and notices a new
-//! message within about `MAX_SLEEP`. (Futex-based parking belongs here too when it lands.)
+//! How a subscriber waits for the next message, and how the producer wakes it: the idle
+//! strategies and the futex protocol of `docs/LAYOUT.md`, "Waiting and waking".
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff as SpinBackoff;
 
-/// The longest single sleep of an idle subscriber.
+use crate::error::RecvError;
+use crate::sync::{fence, futex_wait, futex_wake_all, spin_hint, AtomicU32, Ordering};
+
+/// The longest single sleep of a [`WaitStrategy::Backoff`] subscriber, and the longest a
+/// subscriber that cannot park (no write access to the segment) waits before polling again.
 pub const MAX_SLEEP: Duration = Duration::from_millis(1);
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
 
-/// Escalating wait between polls: spin, yield, then sleep.
-pub(crate) struct Backoff {
-    spin: SpinBackoff,
-    sleep: Duration,
+/// What a subscriber does while no message is available, in the blocking calls
+/// ([`Subscriber::recv`](crate::Subscriber::recv) and friends). Set it with
+/// [`Subscriber::set_wait_strategy`](crate::Subscriber::set_wait_strategy).
+///
+/// | strategy | wake-up latency | CPU while idle |
+/// |---|---|---|
+/// | `Spin` | lowest (a cache miss) | a whole core |
+/// | `Yield` | low; depends on what else runs | a whole core, given away on demand |
+/// | `Backoff` | up to [`MAX_SLEEP`] | a few wake-ups per millisecond |
+/// | `Block` (default) | a futex wake-up (microseconds) | none |
+///
+/// `Block` needs write access to the segment file to register as parked. A subscriber that only
+/// has read access ([`Subscriber::can_park`](crate::Subscriber::can_park) is `false`) waits on
+/// the futex with a timeout instead, growing from 20 µs to [`MAX_SLEEP`]: it sees a new message
+/// within about 1 ms, sooner when the producer is waking other, parked subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Poll without pause. For a consumer that owns a core.
+    Spin,
+    /// Spin briefly, then call `sched_yield` between polls.
+    Yield,
+    /// Spin briefly, yield, then sleep between polls, 20 µs doubling up to [`MAX_SLEEP`].
+    Backoff,
+    /// Spin briefly, then sleep in the kernel until the producer publishes.
+    #[default]
+    Block,
 }
 
-impl Backoff {
-    pub(crate) fn new() -> Self {
-        Backoff {
-            spin: SpinBackoff::new(),
-            sleep: FIRST_SLEEP,
+impl WaitStrategy {
+    /// The name used by [`FromStr`], [`Display`](fmt::Display) and the `--wait` flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitStrategy::Spin => "spin",
+            WaitStrategy::Yield => "yield",
+            WaitStrategy::Backoff => "backoff",
+            WaitStrategy::Block => "block",
         }
     }
+}
 
-    /// Waits a little, longer each call; never past `deadline`. Returns `false` once the
-    /// deadline has passed.
-    pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> bool {
-        if !self.spin.is_completed() {
-            self.spin.snooze();
-            return deadline.is_none_or(|d| Instant::now() < d);
+impl fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`WaitStrategy`] from an unknown name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown wait strategy {0:?}: expected spin, yield, backoff or block")]
+pub struct ParseWaitStrategyError(String);
+
+impl FromStr for WaitStrategy {
+    type Err = ParseWaitStrategyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "spin" => Ok(WaitStrategy::Spin),
+            "yield" => Ok(WaitStrategy::Yield),
+            "backoff" => Ok(WaitStrategy::Backoff),
+            "block" => Ok(WaitStrategy::Block),
+            other => Err(ParseWaitStrategyError(other.to_owned())),
         }
-        let mut nap = self.sleep;
-        if let Some(deadline) = deadline {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            nap = nap.min(deadline - now);
+    }
+}
+
+/// The two wake-up words of the subscriber area.
+#[derive(Clone, Copy)]
+pub(crate) struct WakeWords<'a> {
+    /// The futex word; readable through any mapping.
+    wake_seq: &'a AtomicU32,
+    /// `None` when this process cannot write the segment (it cannot register as parked).
+    parked: Option<&'a AtomicU32>,
+}
+
+impl<'a> WakeWords<'a> {
+    pub(crate) fn new(wake_seq: &'a AtomicU32, parked: Option<&'a AtomicU32>) -> Self {
+        WakeWords { wake_seq, parked }
+    }
+
+    /// Whether a waiter can register as parked (and so be woken by the producer).
+    pub(crate) fn can_park(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Publish step 9: after a publish, wake parked subscribers if there are any. Returns
+    /// whether it made the `FUTEX_WAKE` call. Only the producer calls this.
+    #[inline]
+    pub(crate) fn wake_parked(&self) -> bool {
+        let Some(parked) = self.parked else {
+            return false;
+        };
+        // Store (the commit, `latest`), full fence, load `parked`: the producer half of the
+        // Dekker pair with `park` below.
+        fence(Ordering::SeqCst);
+        if parked.load(Ordering::Relaxed) == 0 {
+            return false;
         }
-        std::thread::sleep(nap);
-        self.sleep = (self.sleep * 2).min(MAX_SLEEP);
+        self.wake_now(parked)
+    }
+
+    #[cold]
+    fn wake_now(&self, parked: &AtomicU32) -> bool {
+        parked.swap(0, Ordering::Relaxed);
+        self.wake_seq.fetch_add(1, Ordering::Release);
+        futex_wake_all(self.wake_seq);
         true
+    }
+}
+
+/// Runs `attempt` until it returns something other than [`RecvError::Empty`], waiting between
+/// attempts as `strategy` says, or until `deadline` ([`RecvError::Timeout`]).
+pub(crate) fn wait_for<T>(
+    strategy: WaitStrategy,
+    words: WakeWords<'_>,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut() -> Result<T, RecvError>,
+) -> Result<T, RecvError> {
+    let spin = SpinBackoff::new();
+    let mut nap = FIRST_SLEEP;
+    loop {
+        match attempt() {
+            Err(RecvError::Empty) => {}
+            other => return other,
+        }
+        let remaining = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(r) if !r.is_zero() => Some(r),
+                _ => return Err(RecvError::Timeout),
+            },
+            None => None,
+        };
+        let short_nap = |nap: Duration| remaining.map_or(nap, |r| r.min(nap));
+        match strategy {
+            WaitStrategy::Spin => spin_hint(),
+            WaitStrategy::Yield if !spin.is_completed() => spin.snooze(),
+            WaitStrategy::Yield => std::thread::yield_now(),
+            // Loom explores every poll, so its models park straight away.
+            WaitStrategy::Backoff | WaitStrategy::Block if !cfg!(loom) && !spin.is_completed() => {
+                spin.snooze()
+            }
+            WaitStrategy::Backoff => {
+                std::thread::sleep(short_nap(nap));
+                nap = (nap * 2).min(MAX_SLEEP);
+            }
+            WaitStrategy::Block => match words.parked {
+                Some(parked) => {
+                    if let Some(found) = park(words.wake_seq, parked, remaining, &mut attempt) {
+                        return found;
+                    }
+                }
+                None => {
+                    // Cannot register: wait on the futex anyway (woken early when others are
+                    // parked), but never longer than `nap`.
+                    let v = words.wake_seq.load(Ordering::Acquire);
+                    futex_wait(words.wake_seq, v, Some(short_nap(nap)));
+                    nap = (nap * 2).min(MAX_SLEEP);
+                }
+            },
+        }
+    }
+}
+
+/// Reader steps 1–5 of "Waiting and waking": register as parked, retry, sleep. Returns the
+/// retry's result if it found anything, `None` after the sleep.
+fn park<T>(
+    wake_seq: &AtomicU32,
+    parked: &AtomicU32,
+    timeout: Option<Duration>,
+    attempt: &mut impl FnMut() -> Result<T, RecvError>,
+) -> Option<Result<T, RecvError>> {
+    let v = wake_seq.load(Ordering::Acquire);
+    parked.store(1, Ordering::Relaxed);
+    // Store `parked`, full fence, load the commit word (in `attempt`): the reader half of the
+    // Dekker pair with `WakeWords::wake_parked`.
+    fence(Ordering::SeqCst);
+    match attempt() {
+        Err(RecvError::Empty) => {}
+        other => return Some(other),
+    }
+    futex_wait(wake_seq, v, timeout);
+    None
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            WaitStrategy::Spin,
+            WaitStrategy::Yield,
+            WaitStrategy::Backoff,
+            WaitStrategy::Block,
+        ] {
+            assert_eq!(s.to_string().parse::<WaitStrategy>(), Ok(s));
+        }
+        let err = "busy".parse::<WaitStrategy>().unwrap_err();
+        assert!(err.to_string().contains("\"busy\""), "{err}");
+        assert_eq!(WaitStrategy::default(), WaitStrategy::Block);
+    }
+
+    #[test]
+    fn wake_is_skipped_while_nobody_is_parked() {
+        let (seq, parked) = (AtomicU32::new(0), AtomicU32::new(0));
+        let words = WakeWords::new(&seq, Some(&parked));
+        assert!(!words.wake_parked());
+        parked.store(1, Ordering::Relaxed);
+        assert!(words.wake_parked());
+        assert_eq!(
+            parked.load(Ordering::Relaxed),
+            0,
+            "the wake clears `parked`"
+        );
+        assert_eq!(seq.load(Ordering::Relaxed), 1, "and bumps the futex word");
+        assert!(!words.wake_parked());
+    }
+
+    #[test]
+    fn timeouts_are_honoured_by_every_strategy() {
+        let (seq, parked) = (AtomicU32::new(0), AtomicU32::new(0));
+        for parked in [Some(&parked), None] {
+            for s in [
+                WaitStrategy::Spin,
+                WaitStrategy::Yield,
+                WaitStrategy::Backoff,
+                WaitStrategy::Block,
+            ] {
+                let start = Instant::now();
+                let deadline = Some(start + Duration::from_millis(30));
+                let r = wait_for(s, WakeWords::new(&seq, parked), deadline, || {
+                    Err::<(), _>(RecvError::Empty)
+                });
+                assert_eq!(r, Err(RecvError::Timeout), "{s}");
+                assert!(start.elapsed() >= Duration::from_millis(30), "{s}");
+            }
+        }
     }
 }

@@ -77,6 +77,8 @@ fn child_process_entry() {
         "zero-copy" => consumer(Reader::ZeroCopy),
         "blocking" => consumer(Reader::Blocking),
         "slow" => consumer(Reader::Slow),
+        "parked" => consumer(Reader::Parked),
+        "paced-producer" => paced_producer(),
         other => panic!("unknown role {other:?}"),
     }
 }
@@ -273,6 +275,43 @@ fn producer_until_stop() {
     ));
 }
 
+/// Creates the segment and publishes as told on standard input: `publish N` (as fast as it
+/// can), `paced N` (bursts of 10 with a 2 ms pause after each, so blocking readers park and are
+/// woken again and again), `end`. After each command it reports how many `FUTEX_WAKE` calls
+/// publishing has made so far.
+fn paced_producer() {
+    let name = env_var(NAME_VAR);
+    let mut producer = Producer::create(&name);
+    report("CREATED");
+    for line in std::io::stdin().lines() {
+        let line = line.expect("read stdin");
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap_or("");
+        let n: u64 = words.next().map_or(0, |n| n.parse().expect("a count"));
+        match command {
+            "publish" => (0..n).for_each(|_| {
+                producer.publish_next();
+            }),
+            "paced" => {
+                for i in 1..=n {
+                    producer.publish_next();
+                    if i % 10 == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            "end" => break,
+            other => panic!("unknown command {other:?}"),
+        }
+        report(&format!(
+            "PUBLISHED published={} wakeups={}",
+            producer.publisher.next_seq() - 1,
+            producer.publisher.wakeups()
+        ));
+    }
+    producer.check_header(&name);
+}
+
 /// What a consumer has seen so far.
 struct Tally {
     /// The sequence number the next message must have.
@@ -367,6 +406,8 @@ enum Reader {
     Blocking,
     /// `try_recv`, but stalls until it is certainly lapped every 2000 messages and naps often.
     Slow,
+    /// `recv_into_until` with the default `WaitStrategy::Block`: parks whenever it is idle.
+    Parked,
 }
 
 /// Reads from the beginning until every one of `SHMCAST_MP_COUNT` messages was received or
@@ -377,7 +418,10 @@ fn consumer(reader: Reader) {
     let deadline = Instant::now() + CHILD_DEADLINE;
     // The parent starts consumers before the producer, so this usually retries a few times.
     let (mut subscriber, attempts) = open_with_retry(&name, StartAt::Beginning, deadline);
-    report(&format!("OPENED attempts={attempts}"));
+    report(&format!(
+        "OPENED attempts={attempts} can_park={}",
+        u8::from(subscriber.can_park())
+    ));
     let max_payload = subscriber.max_payload();
     let mut buf = vec![0u8; max_payload];
     let mut vec = Vec::new();
@@ -408,6 +452,9 @@ fn consumer(reader: Reader) {
                 .recv_timeout(&mut vec, Duration::from_millis(200))
                 .map(|seq| (seq, &vec[..])),
             Reader::Slow => subscriber.try_recv(&mut vec).map(|seq| (seq, &vec[..])),
+            Reader::Parked => subscriber
+                .recv_into_until(&mut buf, Some(deadline))
+                .map(|r| (r.seq, &buf[..r.len])),
         };
         let was_message = outcome.is_ok();
         let progressed = tally
@@ -677,6 +724,19 @@ impl Processes {
                 );
             }
         }
+    }
+
+    /// Like [`Self::wait_for`], but consumes the line, so the next call finds the next one.
+    fn take(&mut self, i: usize, key: &str) -> String {
+        let rest = self.wait_for(i, key);
+        let stdout = &mut self.procs[i].stdout;
+        if let Some(at) = stdout
+            .iter()
+            .position(|line| line.contains(MARK) && line.contains(key))
+        {
+            stdout.remove(at);
+        }
+        rest
     }
 
     fn send(&mut self, i: usize, line: &str) {
@@ -971,4 +1031,86 @@ fn consumers_joining_mid_stream_start_where_they_should_and_read_consecutively()
         assert_eq!(get("gaps"), 0, "{start}: sequence numbers not consecutive");
         assert!(get("received") >= 200, "{start}: read too little");
     }
+}
+
+/// Consumers that sleep in the kernel while idle (`WaitStrategy::Block`) are woken for every
+/// message, including a burst after a long idle spell, and publishing makes no wake-up call
+/// while nobody is parked (only a busy-polling consumer attached).
+#[test]
+fn parked_consumers_are_woken_for_every_message_and_idle_publishing_makes_no_wakeups() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = unique_name("parked");
+    let _segment = SegmentGuard::new(&name);
+    let mut procs = Processes::new();
+    let producer = procs.spawn("paced-producer", child("paced-producer", &name));
+    procs.wait_for(producer, "CREATED");
+    let published = |procs: &mut Processes, command: &str| {
+        procs.send(producer, command);
+        let f = fields(&procs.take(producer, "PUBLISHED"));
+        (
+            field(&f, "published", "producer"),
+            field(&f, "wakeups", "producer"),
+        )
+    };
+
+    // Phase 1: a busy-polling consumer only. Nobody parks, so no publish may make a system call.
+    const PHASE1: u64 = 3000;
+    const PAUSE: Duration = Duration::from_millis(300);
+    const PHASE3: u64 = 5000;
+    const TOTAL: u64 = PHASE1 + 1 + PHASE3;
+    let mut cmd = child("copy", &name);
+    cmd.env(COUNT_VAR, PHASE1.to_string());
+    let poller = procs.spawn("copy", cmd);
+    procs.wait_for(poller, "OPENED");
+    assert_eq!(
+        published(&mut procs, &format!("publish {PHASE1}")),
+        (PHASE1, 0)
+    );
+    procs.wait_for(poller, "RESULT");
+
+    // Phase 2: three blocking consumers read what is retained, then sleep; after a long idle
+    // spell one message must wake all of them.
+    let parked: Vec<usize> = (0..3)
+        .map(|_| {
+            let mut cmd = child("parked", &name);
+            cmd.env(COUNT_VAR, TOTAL.to_string());
+            procs.spawn("parked", cmd)
+        })
+        .collect();
+    for &i in &parked {
+        let opened = fields(&procs.wait_for(i, "OPENED"));
+        assert_eq!(
+            field(&opened, "can_park", "parked"),
+            1,
+            "the owner may park"
+        );
+    }
+    std::thread::sleep(PAUSE);
+    let (_, wakeups) = published(&mut procs, "publish 1");
+    assert_eq!(wakeups, 1, "one wake-up call for all parked consumers");
+
+    // Phase 3: bursts with pauses: consumers park and are woken again and again.
+    let (n, wakeups) = published(&mut procs, &format!("paced {PHASE3}"));
+    assert_eq!(n, TOTAL);
+    assert!(
+        wakeups > 1,
+        "paced publishing never found a consumer parked"
+    );
+    eprintln!("{TOTAL} messages, {wakeups} wake-up calls");
+    for &i in &parked {
+        let result = fields(&procs.wait_for(i, "RESULT"));
+        eprintln!("parked: {result:?}");
+        let get = |key| field(&result, key, "parked");
+        assert_eq!(get("received") + get("missed"), TOTAL);
+        assert_eq!(get("corrupt"), 0);
+        assert_eq!(get("gaps"), 0);
+        // A burst is a fifth of the ring and is followed by a 2 ms pause, so a consumer that is
+        // woken each time receives nearly all of it; one that slept through would be lapped.
+        assert!(
+            get("received") > PHASE3 / 2,
+            "the consumer missed most of the paced phase"
+        );
+    }
+    procs.send(producer, "end");
+    procs.wait_all_ok();
 }

@@ -1,5 +1,6 @@
 //! Loom models of the ring protocol: every interleaving (up to loom's preemption bound) of one
-//! producer and two consumers, with wrap-around, padding, eviction and lapped consumers.
+//! producer and two consumers, with wrap-around, padding, eviction and lapped consumers; and of
+//! the park/wake protocol (no lost wake-up).
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib loom`.
 //!
@@ -144,4 +145,54 @@ fn loom_join_while_publishing() {
         [1, 1],
         [StartAt::Oldest, StartAt::Next],
     );
+}
+
+/// Consumers that block ([`WaitStrategy::Block`], parking on the futex as soon as the ring is
+/// empty) while the producer publishes `count` messages and wakes parked consumers after each
+/// (docs/LAYOUT.md, "Waiting and waking"). Loom's futex has no timeout, so a consumer that parks
+/// and is never woken leaves the model deadlocked, which loom reports as a failure.
+fn park_model(consumers: usize, count: u64) {
+    use crate::wait::{wait_for, WaitStrategy};
+    loom::model(move || {
+        let heap = Arc::new(HeapRing::new(CAP));
+        let handles: Vec<_> = (0..consumers)
+            .map(|_| {
+                let heap = heap.clone();
+                thread::spawn(move || {
+                    let ring = heap.ring();
+                    let mut st = ring.join(StartAt::Beginning).unwrap();
+                    let mut buf = Vec::new();
+                    for expected in 1..=count {
+                        let seq = wait_for(WaitStrategy::Block, heap.wake_words(), None, || {
+                            ring.read_to_vec(&mut st, &mut buf)
+                        })
+                        .unwrap();
+                        assert_eq!(seq, expected);
+                        assert_eq!(buf, payload(seq, 8));
+                    }
+                })
+            })
+            .collect();
+        let ring = heap.ring();
+        let mut w = WriterState::new();
+        for seq in 1..=count {
+            ring.publish(&mut w, &payload(seq, 8));
+            heap.wake_words().wake_parked();
+        }
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    });
+}
+
+/// One consumer, two messages: it may park before either publish, between them, or not at all.
+#[test]
+fn loom_park_wake_one_consumer() {
+    park_model(1, 2);
+}
+
+/// Two consumers parked on the same word, one wake for both.
+#[test]
+fn loom_park_wake_two_consumers() {
+    park_model(2, 1);
 }

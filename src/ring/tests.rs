@@ -363,3 +363,66 @@ fn partial_word_copies_and_writes_cover_every_offset_and_length() {
         }
     }
 }
+
+/// Threads that block ([`WaitStrategy::Block`]) while a producer publishes bursts with pauses:
+/// every message arrives intact, and the final message, published after every consumer has
+/// registered as parked, is delivered by the wake-up (a lost wake-up would time out).
+#[test]
+fn blocking_readers_are_woken_for_every_burst() {
+    use crate::wait::{wait_for, WaitStrategy};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const BURSTS: u64 = 200;
+    const PER_BURST: u64 = 8;
+    const TOTAL: u64 = BURSTS * PER_BURST + 1;
+    let heap = Arc::new(HeapRing::new(1 << 16));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let heap = heap.clone();
+            std::thread::spawn(move || {
+                let ring = heap.ring();
+                let mut st = ring.join(StartAt::Beginning).unwrap();
+                let mut buf = Vec::new();
+                for expected in 1..=TOTAL {
+                    let seq = wait_for(
+                        WaitStrategy::Block,
+                        heap.wake_words(),
+                        Some(deadline),
+                        || ring.read_to_vec(&mut st, &mut buf),
+                    )
+                    .unwrap_or_else(|e| panic!("waiting for {expected}: {e:?}"));
+                    assert_eq!(seq, expected, "a 64 KiB ring holds every burst");
+                    assert!(pattern::matches(seq, &buf), "payload of {seq} is corrupt");
+                }
+            })
+        })
+        .collect();
+    let ring = heap.ring();
+    let mut w = WriterState::new();
+    let mut wakeups = 0;
+    for _ in 0..BURSTS {
+        for _ in 0..PER_BURST {
+            let len = pattern::length(w.next_seq(), 0, 300);
+            publish_pattern(&ring, &mut w, len);
+            wakeups += u64::from(heap.wake_words().wake_parked());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // Wait until some reader has registered as parked, then publish the last message: the
+    // publish must find it and wake.
+    while heap.parked.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no reader ever parked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    publish_pattern(&ring, &mut w, 8);
+    assert!(
+        heap.wake_words().wake_parked(),
+        "a parked reader was not woken"
+    );
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    eprintln!("{TOTAL} messages, {} wake-up calls", wakeups + 1);
+}

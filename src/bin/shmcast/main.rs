@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use shmcast::{layout, pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
+use shmcast::{
+    layout, pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber, WaitStrategy,
+};
 
 mod bench;
 
@@ -104,6 +106,10 @@ struct TailArgs {
     /// Check generated payloads and end with a summary line.
     #[arg(long)]
     verify: bool,
+    /// How to wait while no message is available: spin, yield, backoff or block (sleep until
+    /// the producer publishes; no CPU while idle).
+    #[arg(long, default_value = "block")]
+    wait: WaitStrategy,
 }
 
 #[derive(clap::Args)]
@@ -228,6 +234,7 @@ struct Totals {
 
 fn tail(args: TailArgs) -> Result<()> {
     let mut subscriber = open(&args.name, args.from.start())?;
+    subscriber.set_wait_strategy(args.wait);
     let mut buf = vec![0u8; subscriber.max_payload()];
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
