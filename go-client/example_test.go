@@ -105,3 +105,38 @@ func ExampleReader_TryReadFunc() {
 	fmt.Println(n, err)
 	// Output: 9 <nil>
 }
+
+// A blocking read with the default WaitBlock sleeps in the kernel until the
+// producer publishes; the producer's wake-up ends the wait. A strategy can
+// be chosen by name, as the commands' --wait flags do.
+func ExampleWithWait() {
+	dir, _ := os.MkdirTemp("", "shmcast-example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "seg")
+	producer, unmap, err := segtest.Create(path, 4096)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer unmap()
+
+	wait, err := shmcast.ParseWaitStrategy("block")
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := shmcast.OpenPath(path, shmcast.WithWait(wait))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	fmt.Println(r.WaitStrategy(), "can park:", r.CanPark()) // the file is writable
+
+	go func() {
+		time.Sleep(20 * time.Millisecond) // the reader is asleep by now
+		producer.Publish([]byte("wake up"))
+	}()
+	m, err := r.Read(context.Background(), make([]byte, r.MaxPayload()))
+	fmt.Printf("%d: %s %v\n", m.Seq, m.Data, err)
+	// Output:
+	// block can park: true
+	// 1: wake up <nil>
+}

@@ -60,7 +60,7 @@ func readAll(t *testing.T, mem []byte, hdr Header, starts ...Start) {
 	buf := make([]byte, hdr.MaxPayload())
 	for _, s := range starts {
 		for _, zeroCopy := range []bool{false, true} {
-			r, err := newReader(mem, hdr, "fuzz", nil, options{start: s})
+			r, err := newReader(mem, hdr, "fuzz", nil, options{start: s}, nil)
 			if err != nil {
 				if !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("join %v: unexpected error %v", s, err)

@@ -16,7 +16,7 @@ func openMem(mem []byte, start Start) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newReader(mem, hdr, "mem", nil, options{start: start})
+	return newReader(mem, hdr, "mem", nil, options{start: start}, mem[headerSize:dataOffset])
 }
 
 func mustOpenMem(t testing.TB, w *segtest.Writer, start Start) *Reader {

@@ -187,6 +187,91 @@ func TestInteropLiveReaders(t *testing.T) {
 	}
 }
 
+// TestInteropBlockingReaders has Go readers with the default WaitBlock
+// follow a paced Rust publisher, so they park between messages and depend on
+// the producer's FUTEX_WAKE (LAYOUT.md "Waiting and waking", step 9).
+// Every payload must match the pattern, received + missed must equal the
+// number published, the parkable readers must be able to park, and the
+// producer must have woken them (wake_seq advanced). A forced read-only
+// reader, which cannot park, must keep up too.
+func TestInteropBlockingReaders(t *testing.T) {
+	bin := shmcastBin(t)
+	const published = 2000
+	name := segmentName(t, "block")
+	done := startPublisher(t, bin, name, "--capacity", "64K", "--count", strconv.Itoa(published),
+		"--size", "1-1000", "--rate", "4000")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type result struct {
+		name                      string
+		received, missed, corrupt uint64
+		err                       error
+	}
+	results := make(chan result, 4)
+	follow := func(label string, opts ...shmcast.Option) {
+		r := openWhenReady(t, name, append([]shmcast.Option{shmcast.WithStart(shmcast.Beginning)}, opts...)...)
+		if want := len(opts) == 0; r.CanPark() != want {
+			t.Errorf("%s: CanPark() = %v, want %v", label, r.CanPark(), want)
+		}
+		go func() {
+			res := result{name: label}
+			buf := make([]byte, r.MaxPayload())
+			for r.NextSeq() <= published {
+				m, err := r.Read(ctx, buf)
+				var lag *shmcast.LaggedError
+				switch {
+				case errors.As(err, &lag):
+					res.missed += lag.Missed
+				case err != nil:
+					res.err = err
+				default:
+					res.received++
+					if len(m.Data) != shmcast.PatternLen(m.Seq, 1, 1000) || !shmcast.VerifyPattern(m.Seq, m.Data) {
+						res.corrupt++
+					}
+				}
+				if res.err != nil {
+					break
+				}
+			}
+			results <- res
+		}()
+	}
+	for _, label := range []string{"block-1", "block-2", "block-3"} {
+		follow(label)
+	}
+	follow("read-only", shmcast.WithReadOnly())
+
+	if err := <-done; err != nil {
+		t.Fatalf("publisher: %v", err)
+	}
+	for range 4 {
+		res := <-results
+		t.Logf("%s: received %d, missed %d, corrupt %d", res.name, res.received, res.missed, res.corrupt)
+		if res.err != nil {
+			t.Errorf("%s: %v", res.name, res.err)
+		} else if res.received+res.missed != published || res.corrupt != 0 {
+			t.Errorf("%s: received %d + missed %d != published %d, or %d corrupt",
+				res.name, res.received, res.missed, published, res.corrupt)
+		}
+	}
+	f, err := os.Open(filepath.Join(shmcast.ShmDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var words [8]byte
+	if _, err := f.ReadAt(words[:], 0x1000); err != nil {
+		t.Fatal(err)
+	}
+	wakeSeq := uint32(words[0]) | uint32(words[1])<<8 | uint32(words[2])<<16 | uint32(words[3])<<24
+	t.Logf("wake_seq after the run: %d (FUTEX_WAKE calls by the Rust producer)", wakeSeq)
+	if wakeSeq == 0 {
+		t.Error("the Rust producer never woke the parked Go readers (wake_seq is still 0)")
+	}
+}
+
 // TestInteropTailDiff runs `shmcast tail` and the Go shmcast-tail on the same
 // (finished) segment and requires byte-identical output and exit status.
 func TestInteropTailDiff(t *testing.T) {
@@ -207,6 +292,10 @@ func TestInteropTailDiff(t *testing.T) {
 		{"--from", "beginning", "--verify", "--timeout", "0.2"},
 		{"--from", "beginning", "--json", "--verify", "--timeout", "0.2"},
 		{"--from", "oldest", "--json", "--count", "7"},
+		{"--from", "beginning", "--json", "--timeout", "0.2", "--wait", "spin"},
+		{"--from", "oldest", "--verify", "--timeout", "0.1", "--wait", "backoff"},
+		{"--from", "beginning", "--json", "--timeout", "0.1", "--wait", "yield"},
+		{"--from", "oldest", "--json", "--timeout", "0.1", "--wait", "block"},
 	} {
 		rust, rustCode := runCmd(t, bin, append([]string{"tail", name}, args...)...)
 		gout, goCode := runCmd(t, goTail, append([]string{name}, args...)...)

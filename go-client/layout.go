@@ -28,6 +28,10 @@ const (
 	offIntent     = 0x080
 	offHead       = 0x100
 	offLatest     = 0x108
+	offWakeSeq    = 0x1000 // u32 futex word, subscriber area
+	offParked     = 0x1004 // u32, non-zero: some reader may be parked
+
+	subSize = dataOffset - headerSize // the subscriber area, one page
 
 	minCapacity = 4096
 	maxCapacity = 1 << 40

@@ -73,37 +73,46 @@ type Reader struct {
 	maxPayload uint64
 	hdr        Header
 	path       string
-	pollMax    time.Duration
-	unmap      func() error // nil for readers over ordinary memory (tests)
+	strategy   WaitStrategy
+	pollMax    time.Duration // cap of WaitBackoff's sleeps and of read-only futex waits
+	parkSlice  time.Duration // longest futex wait of a parked read (MaxParkSlice)
+	wakeSeq    *uint32       // the futex word, through the writable page if there is one
+	parked     *uint32       // nil: this Reader cannot register as parked
+	cancelWake func()        // r.wakeBusy, bound once so registering it does not allocate it
+	unmap      func() error  // nil for readers over ordinary memory (tests)
 
 	// Owned by the reading goroutine.
 	pos   uint64 // position of the next record
 	seq   uint64 // its expected sequence number
 	timer *time.Timer
 
-	state   atomic.Uint32 // stBusy | stClosed
-	closing chan struct{} // closed by Close, wakes blocked reads
+	state   atomic.Uint32 // stBusy | stClosed + n*stWaker
+	closing chan struct{} // closed by Close, wakes blocked reads that are not parked
 }
 
+// The mapping is unmapped by whoever leaves state at exactly stClosed: Close
+// when nothing else holds it, else the read or the last waker.
 const (
-	stBusy   = 1 // a read is touching the mapping
+	stBusy   = 1 // a read (or a parked wait) is touching the mapping
 	stClosed = 2 // Close has been called
+	stWaker  = 4 // added once per goroutine making a FUTEX_WAKE for Close or a cancellation
 
 	// maxResync bounds every retry loop that a moving producer can force, so
 	// that a static corrupt segment cannot make a reader spin for ever. A
 	// live producer that overruns a reader this many times in a row, between
 	// two of its loads, is in practice a reader that cannot keep up at all.
 	maxResync = 1000
-
-	spinPolls    = 64 // polls with runtime.Gosched before sleeping
-	minPollSleep = 10 * time.Microsecond
-	defPollMax   = time.Millisecond // longest sleep between two polls
 )
 
 // newReader builds a Reader over mem, a whole segment whose header has been
 // validated into hdr. mem must be 8-byte aligned and exactly
-// hdr.DataOffset + hdr.Capacity bytes long.
-func newReader(mem []byte, hdr Header, path string, unmap func() error, o options) (*Reader, error) {
+// hdr.DataOffset + hdr.Capacity bytes long. sub is a writable view of the
+// subscriber area (offsets 0x1000 .. 0x2000) when the Reader may register as
+// parked, else nil.
+func newReader(mem []byte, hdr Header, path string, unmap func() error, o options, sub []byte) (*Reader, error) {
+	if o.wait < 0 || int(o.wait) >= len(waitNames) {
+		return nil, fmt.Errorf("shmcast: invalid wait strategy %v", o.wait)
+	}
 	base := unsafe.Pointer(unsafe.SliceData(mem))
 	r := &Reader{
 		ring:       mem[hdr.DataOffset : hdr.DataOffset+hdr.Capacity : hdr.DataOffset+hdr.Capacity],
@@ -115,13 +124,25 @@ func newReader(mem []byte, hdr Header, path string, unmap func() error, o option
 		maxPayload: uint64(hdr.MaxPayload()),
 		hdr:        hdr,
 		path:       path,
+		strategy:   o.wait,
 		pollMax:    o.pollMax,
+		parkSlice:  o.parkSlice,
+		wakeSeq:    (*uint32)(unsafe.Add(base, offWakeSeq)),
 		unmap:      unmap,
 		closing:    make(chan struct{}),
 	}
 	r.ringPtr = unsafe.Pointer(unsafe.SliceData(r.ring))
+	r.cancelWake = r.wakeBusy
 	if r.pollMax <= 0 {
 		r.pollMax = defPollMax
+	}
+	if r.parkSlice <= 0 {
+		r.parkSlice = MaxParkSlice
+	}
+	if sub != nil && futexSupported && o.wait == WaitBlock {
+		subBase := unsafe.Pointer(unsafe.SliceData(sub[:subSize:subSize]))
+		r.wakeSeq = (*uint32)(unsafe.Add(subBase, offWakeSeq-headerSize))
+		r.parked = (*uint32)(unsafe.Add(subBase, offParked-headerSize))
 	}
 	if err := r.join(o.start); err != nil {
 		return nil, err
@@ -138,6 +159,18 @@ func (r *Reader) Path() string { return r.path }
 // MaxPayload is the largest payload the segment can carry; a buffer of this
 // size never gets a ShortBufferError.
 func (r *Reader) MaxPayload() int { return int(r.maxPayload) }
+
+// WaitStrategy is how the Reader's blocking reads wait (WithWait).
+func (r *Reader) WaitStrategy() WaitStrategy { return r.strategy }
+
+// CanPark reports whether a blocking read of r registers as parked, so that
+// the producer wakes it as soon as it publishes: the strategy is WaitBlock,
+// the platform has futexes (Linux), and the segment file could be opened
+// for writing. A WaitBlock Reader that cannot park waits on the same futex
+// word with timeouts of 20 µs growing to the poll interval (1 ms): it
+// notices a message within about that long, or sooner when the producer
+// wakes other, parked readers.
+func (r *Reader) CanPark() bool { return r.parked != nil }
 
 // NextSeq is the sequence number the next delivered message is expected to
 // have. After a lap it jumps past the missed messages, so for a Reader that
@@ -355,31 +388,43 @@ func (r *Reader) copyPayload(dst []byte, off uint64) {
 }
 
 // enter marks a read as touching the mapping; exit unmarks it and, if Close
-// ran meanwhile, does the unmapping Close left to it.
+// ran meanwhile and no waker holds the mapping, does the unmapping Close left
+// to it. The fast paths are one compare-and-swap each.
 func (r *Reader) enter() error {
 	if r.state.CompareAndSwap(0, stBusy) {
 		return nil
 	}
-	if r.state.Load()&stClosed != 0 {
-		return os.ErrClosed
+	for {
+		s := r.state.Load()
+		switch {
+		case s&stClosed != 0:
+			return os.ErrClosed
+		case s&stBusy != 0:
+			return errConcurrentUse
+		case r.state.CompareAndSwap(s, s|stBusy): // a waker is still finishing
+			return nil
+		}
 	}
-	return errConcurrentUse
 }
 
 func (r *Reader) exit() {
-	if !r.state.CompareAndSwap(stBusy, 0) {
-		r.state.Store(stClosed)
+	if r.state.CompareAndSwap(stBusy, 0) {
+		return
+	}
+	if r.state.Add(^uint32(stBusy-1)) == stClosed {
 		r.release()
 	}
 }
 
 // release unmaps and then drops every pointer into the mapping: the address
 // range may later be reused for the Go heap, where a stale pointer could
-// make the garbage collector fail on a "bad pointer". No read can run any
-// more (state has stClosed), so nothing reads these fields concurrently.
+// make the garbage collector fail on a "bad pointer". It runs once, when the
+// state becomes exactly stClosed: nothing can use the mapping any more, and
+// the atomic operations on state order every earlier use before it.
 func (r *Reader) release() error {
 	unmap := r.unmap
 	r.unmap, r.ring, r.ringPtr, r.intentPtr, r.headPtr, r.latestPtr = nil, nil, nil, nil, nil, nil
+	r.wakeSeq, r.parked = nil, nil
 	if unmap == nil {
 		return nil
 	}
@@ -388,19 +433,33 @@ func (r *Reader) release() error {
 
 // Close releases the mapping. It is idempotent and safe to call from any
 // goroutine, including while another goroutine is blocked in a read, which
-// it wakes with os.ErrClosed. Slices handed to a ReadFunc callback must not
+// it wakes with os.ErrClosed (a read parked in the kernel is woken with a
+// FUTEX_WAKE on the segment's futex word, which other waiters on the segment
+// see as a spurious wake-up). Slices handed to a ReadFunc callback must not
 // be used after the callback returns, so nothing refers to the mapping
-// afterwards.
+// afterwards. Close does not wait: if a read is in progress, the read (or
+// the wake-up Close makes) unmaps when it is done.
 func (r *Reader) Close() error {
 	for {
 		s := r.state.Load()
 		if s&stClosed != 0 {
 			return nil
 		}
+		if s&stBusy != 0 {
+			// Close and take a waker reference in one step, so that the
+			// mapping outlives the FUTEX_WAKE.
+			if r.state.CompareAndSwap(s, (s|stClosed)+stWaker) {
+				close(r.closing)
+				futexWakeAll(r.wakeSeq)
+				r.dropWaker()
+				return nil
+			}
+			continue
+		}
 		if r.state.CompareAndSwap(s, s|stClosed) {
 			close(r.closing)
-			if s&stBusy != 0 {
-				return nil // the read in progress unmaps when it leaves
+			if s != 0 {
+				return nil // a waker of a cancelled read still holds the mapping; it unmaps
 			}
 			return r.release()
 		}
@@ -482,16 +541,22 @@ func (r *Reader) tryReadFunc(fn func(seq uint64, payload []byte)) error {
 
 // Read is the blocking form of TryRead: it waits until a message (or a lap)
 // is available, ctx is done (it returns ctx.Err()) or the Reader is closed
-// (os.ErrClosed). It polls: a short spin with runtime.Gosched, then sleeps
-// growing up to the poll interval (WithPollInterval, default 1 ms). Like
-// TryRead it does not allocate when a message is delivered.
+// (os.ErrClosed), in the way the Reader's WaitStrategy says (WithWait; the
+// default, WaitBlock, sleeps in the kernel until the producer publishes).
+//
+// Like TryRead it does not allocate when a message is delivered without
+// sleeping. A read that sleeps in the kernel with a cancellable ctx
+// registers a context.AfterFunc for the duration of the call, which
+// allocates a few small objects once per such Read.
 func (r *Reader) Read(ctx context.Context, buf []byte) (Message, error) {
-	for attempt := 0; ; attempt++ {
+	w := waiter{ctx: ctx}
+	defer w.done()
+	for {
 		m, err := r.TryRead(buf)
 		if err != ErrNoMessage {
 			return m, err
 		}
-		if err := r.wait(ctx, attempt); err != nil {
+		if err := r.pause(&w); err != nil {
 			return Message{}, err
 		}
 	}
@@ -499,46 +564,15 @@ func (r *Reader) Read(ctx context.Context, buf []byte) (Message, error) {
 
 // ReadFunc is the blocking form of TryReadFunc, with the waiting of Read.
 func (r *Reader) ReadFunc(ctx context.Context, fn func(seq uint64, payload []byte)) error {
-	for attempt := 0; ; attempt++ {
+	w := waiter{ctx: ctx}
+	defer w.done()
+	for {
 		err := r.TryReadFunc(fn)
 		if err != ErrNoMessage {
 			return err
 		}
-		if err := r.wait(ctx, attempt); err != nil {
+		if err := r.pause(&w); err != nil {
 			return err
 		}
-	}
-}
-
-// wait pauses between two polls. It never touches the mapping.
-func (r *Reader) wait(ctx context.Context, attempt int) error {
-	done := ctx.Done()
-	if attempt < spinPolls {
-		select {
-		case <-done:
-			return ctx.Err()
-		case <-r.closing:
-			return os.ErrClosed
-		default:
-		}
-		runtime.Gosched()
-		return nil
-	}
-	d := r.pollMax
-	if shift := attempt - spinPolls; shift < 20 {
-		d = min(minPollSleep<<shift, r.pollMax)
-	}
-	if r.timer == nil {
-		r.timer = time.NewTimer(d)
-	} else {
-		r.timer.Reset(d) // Go ≥ 1.23: Reset also drops a stale expiry
-	}
-	select {
-	case <-r.timer.C:
-		return nil
-	case <-done:
-		return ctx.Err()
-	case <-r.closing:
-		return os.ErrClosed
 	}
 }

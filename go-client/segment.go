@@ -19,15 +19,26 @@ type Option func(*options)
 
 type options struct {
 	start   Start
+	wait    WaitStrategy
 	pollMax time.Duration
+
+	// Test hooks.
+	readOnly  bool          // open the file read-only even if it is writable
+	parkSlice time.Duration // replaces MaxParkSlice
 }
 
 // WithStart sets where the Reader begins; the default is Oldest.
 func WithStart(s Start) Option { return func(o *options) { o.start = s } }
 
-// WithPollInterval sets the longest sleep of a blocking read between two
-// polls of the segment (default 1 ms). Shorter means lower latency for an
-// idle reader at the cost of more wake-ups.
+// WithWait sets how blocking reads wait for a message; the default is
+// WaitBlock.
+func WithWait(s WaitStrategy) Option { return func(o *options) { o.wait = s } }
+
+// WithPollInterval sets the longest sleep between two polls of WaitBackoff,
+// and the longest futex wait of a WaitBlock reader that cannot park
+// (default 1 ms). Shorter means lower latency for such an idle reader at
+// the cost of more wake-ups. A parked reader is woken by the producer and
+// does not use it.
 func WithPollInterval(d time.Duration) Option { return func(o *options) { o.pollMax = d } }
 
 // SegmentPath resolves a segment name as the shmcast CLI does: "/demo" (one
@@ -56,6 +67,13 @@ func Open(name string, opts ...Option) (*Reader, error) {
 
 // OpenPath maps the segment file at path read-only, validates its header
 // (docs/LAYOUT.md, "Validating a segment") and joins it at the chosen start.
+//
+// With WaitBlock (the default) on Linux, OpenPath first tries to open the
+// file for reading and writing; if it may, it also maps the subscriber page
+// (file offset 4096, one page) writable, the only bytes the Reader ever
+// writes (the parked flag), so the producer can wake the Reader (see
+// CanPark). Otherwise, or if that open fails for any reason, the file is
+// opened read-only and the Reader waits with bounded futex timeouts.
 // Header problems are *HeaderError values wrapping ErrTruncated,
 // ErrNotInitialized (the producer may still be creating it: retry),
 // ErrBadMagic, ErrUnsupportedVersion, ErrUnsupportedFlags, ErrInvalidHeader
@@ -69,8 +87,11 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	// O_NONBLOCK so that a FIFO at path cannot block the open.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if o.wait < 0 || int(o.wait) >= len(waitNames) {
+		return nil, fmt.Errorf("shmcast: invalid wait strategy %v", o.wait)
+	}
+	wantWrite := o.wait == WaitBlock && futexSupported && !o.readOnly
+	f, writable, err := openFile(path, wantWrite)
 	if err != nil {
 		return nil, fmt.Errorf("shmcast: %w", err)
 	}
@@ -110,13 +131,22 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 		return nil, err
 	}
 	m := &mapping{mem: mem}
+	if writable {
+		// Only after validation: nothing is ever written to a file that is
+		// not a valid segment. A failure (a sealed memfd, say) just means
+		// the Reader cannot park.
+		if sub, err := syscall.Mmap(int(f.Fd()), headerSize, subSize,
+			syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED); err == nil {
+			m.sub = sub
+		}
+	}
 	unmap := func() error {
 		if err := m.unmap(); err != nil {
 			return fmt.Errorf("shmcast: munmap %s: %w", path, err)
 		}
 		return nil
 	}
-	r, err := newReader(mem, hdr, path, unmap, o)
+	r, err := newReader(mem, hdr, path, unmap, o, m.sub)
 	if err != nil {
 		m.unmap()
 		return nil, err
@@ -128,19 +158,38 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 }
 
 // mapping unmaps its memory once, whether Close or the garbage collector
-// gets there first, and then forgets the address.
+// gets there first, and then forgets the addresses.
 type mapping struct {
 	once sync.Once
-	mem  []byte
+	mem  []byte // the whole segment, read-only
+	sub  []byte // the subscriber page, writable; nil if the file is read-only
 	err  error
 }
 
 func (m *mapping) unmap() error {
 	m.once.Do(func() {
 		m.err = syscall.Munmap(m.mem)
-		m.mem = nil
+		if m.sub != nil {
+			m.err = errors.Join(m.err, syscall.Munmap(m.sub))
+		}
+		m.mem, m.sub = nil, nil
 	})
 	return m.err
+}
+
+// openFile opens path read-write if wantWrite and that is allowed, else
+// read-only, and says which. Any failure of the read-write open (EACCES,
+// EPERM, EROFS, ETXTBSY, EISDIR...) falls back to read-only, so the errors
+// reported are those of a read-only open, as before readers could park.
+// O_NONBLOCK so that a FIFO at path cannot block the open.
+func openFile(path string, wantWrite bool) (f *os.File, writable bool, err error) {
+	if wantWrite {
+		if f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NONBLOCK, 0); err == nil {
+			return f, true, nil
+		}
+	}
+	f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	return f, false, err
 }
 
 func fileSize(f *os.File) (int64, error) {

@@ -4,6 +4,7 @@
 //
 //	shmcast-bench-reader NAME --mode latency|throughput --count N
 //	                          [--cpu K] [--timeout SECONDS]
+//	                          [--wait spin|yield|backoff|block]
 //
 // NAME follows the CLI naming rule (docs/CLI.md): "/demo" or "demo" is the
 // shared-memory object /dev/shm/demo, a name with a slash after its first
@@ -16,7 +17,11 @@
 // standard error and the run goes on unpinned).
 //
 // The read loop calls TryRead into a preallocated buffer of MaxPayload
-// bytes; it never sleeps and does not allocate per message.
+// bytes; it never sleeps and does not allocate per message. That is
+// "--wait spin", the default. With --wait yield, backoff or block, an empty
+// poll is followed by a Read with that WaitStrategy (block: asleep in the
+// kernel until the producer publishes), under a context that expires after
+// --timeout; the output is the same.
 //
 // Latency mode: the first 8 bytes of each message are the producer's
 // CLOCK_REALTIME in nanoseconds (little-endian uint64), taken just before
@@ -44,6 +49,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -62,7 +68,7 @@ import (
 
 const (
 	prog  = "shmcast-bench-reader"
-	usage = "usage: " + prog + " NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS]"
+	usage = "usage: " + prog + " NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS] [--wait spin|yield|backoff|block]"
 
 	defaultTimeout = 30 * time.Second
 	// maxCPU is the number of CPUs the affinity mask passed to
@@ -90,6 +96,7 @@ type config struct {
 	count   uint64
 	cpu     int // -1: not pinned
 	timeout time.Duration
+	wait    shmcast.WaitStrategy
 }
 
 // run is the whole command; it returns the exit status.
@@ -116,7 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func parseArgs(args []string) (config, error) {
-	cfg := config{cpu: -1, timeout: defaultTimeout}
+	cfg := config{cpu: -1, timeout: defaultTimeout, wait: shmcast.WaitSpin}
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	// Errors are reported by run, in the one-line format; -h prints usage.
 	fs.SetOutput(io.Discard)
@@ -124,6 +131,7 @@ func parseArgs(args []string) (config, error) {
 	count := fs.String("count", "", "stop once received + lagged >= `N`")
 	cpu := fs.String("cpu", "", "pin the reading thread to CPU `K`")
 	timeout := fs.String("timeout", "", "give up after `SECONDS` without the segment or a new message (default 30)")
+	wait := fs.String("wait", "spin", "how to wait for a message: spin, yield, backoff or block")
 	// The flag package stops at the first operand; NAME may come first, so
 	// parse again after each one (as shmcast-tail does).
 	var operands []string
@@ -167,6 +175,9 @@ func parseArgs(args []string) (config, error) {
 		}
 		cfg.cpu = k
 	}
+	if cfg.wait, err = shmcast.ParseWaitStrategy(*wait); err != nil {
+		return cfg, fmt.Errorf("invalid --wait %q: want spin, yield, backoff or block", *wait)
+	}
 	if *timeout != "" {
 		secs, err := strconv.ParseFloat(*timeout, 64)
 		if err != nil || secs < 0 || math.IsInf(secs, 0) || math.IsNaN(secs) || secs > 1e9 {
@@ -182,7 +193,7 @@ func parseArgs(args []string) (config, error) {
 func open(cfg config) (*shmcast.Reader, error) {
 	deadline := time.Now().Add(cfg.timeout)
 	for {
-		r, err := shmcast.Open(cfg.name, shmcast.WithStart(shmcast.Beginning))
+		r, err := shmcast.Open(cfg.name, shmcast.WithStart(shmcast.Beginning), shmcast.WithWait(cfg.wait))
 		if err == nil {
 			return r, nil
 		}
@@ -237,6 +248,16 @@ func bench(cfg config, stderr io.Writer) (string, error) {
 	)
 	for received+lagged < cfg.count {
 		m, err := r.TryRead(buf)
+		if err == shmcast.ErrNoMessage && cfg.wait != shmcast.WaitSpin {
+			// The idle stretch counts from here, as --timeout says.
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
+			m, err = r.Read(ctx, buf)
+			cancel()
+			if errors.Is(err, context.DeadlineExceeded) {
+				return "", fmt.Errorf("timed out after %v without a message, with %d of %d messages (received %d + lagged %d)",
+					cfg.timeout, received+lagged, cfg.count, received, lagged)
+			}
+		}
 		if err == nil {
 			received++
 			if cfg.mode == latency {

@@ -119,6 +119,39 @@ func TestThroughput(t *testing.T) {
 	}
 }
 
+// TestWaitStrategies: with every --wait, a reader that has to wait for a
+// producer publishing in spells, pausing in between, prints the same
+// counts and checksum.
+func TestWaitStrategies(t *testing.T) {
+	for _, wait := range []string{"spin", "yield", "backoff", "block"} {
+		w, path := segment(t, 1<<16)
+		var sum uint64
+		var sums []uint64
+		for i := range 60 {
+			sums = append(sums, wantSum(segtest.Pattern(uint64(i+1), 100)))
+			sum += sums[i]
+		}
+		go func() {
+			for i := range 60 {
+				if i%20 == 0 {
+					time.Sleep(20 * time.Millisecond) // long enough to park
+				}
+				w.PublishPattern(100)
+			}
+		}()
+		code, out, errOut := runReader(path, "--mode", "throughput", "--count", "60", "--timeout", "10", "--wait", wait)
+		if code != 0 || errOut != "" {
+			t.Fatalf("--wait %s: code %d, stderr %q", wait, code, errOut)
+		}
+		if r := parse(t, "throughput", out); r.Received != 60 || r.Lagged != 0 || r.Checksum != sum {
+			t.Fatalf("--wait %s: got %+v, want 60 received, checksum %d", wait, r, sum)
+		}
+		if wait == "block" && w.Wakes() == 0 {
+			t.Errorf("--wait block: the reader was never woken from a park")
+		}
+	}
+}
+
 func TestLaggedCounts(t *testing.T) {
 	w, path := segment(t, 4096)
 	sums := map[uint64]uint64{}
@@ -233,10 +266,12 @@ func TestErrors(t *testing.T) {
 		{[]string{"x", "--mode", "latency", "--count", "1", "--cpu", "1024"}, 2, "invalid --cpu"},
 		{[]string{"x", "--mode", "latency", "--count", "1", "--timeout", "soon"}, 2, "invalid --timeout"},
 		{[]string{"x", "--mode", "latency", "--count", "1", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"x", "--mode", "latency", "--count", "1", "--wait", "sleep"}, 2, "invalid --wait"},
 		{[]string{"./no/such/segment", "--mode", "latency", "--count", "1", "--timeout", "0.05"}, 1, "timed out after 50ms waiting for the segment"},
 		{[]string{bad, "--mode", "throughput", "--count", "1", "--timeout", "5"}, 1, "bad magic"},
 		// Two messages, then nothing: the idle timeout ends the run.
 		{[]string{path, "--mode", "throughput", "--count", "3", "--timeout", "0.05"}, 1, "timed out after 50ms without a message, with 2 of 3 messages"},
+		{[]string{path, "--mode", "throughput", "--count", "3", "--timeout", "0.05", "--wait", "block"}, 1, "timed out after 50ms without a message, with 2 of 3 messages"},
 		// Latency mode needs the 8-byte timestamp.
 		{[]string{path, "--mode", "latency", "--count", "2"}, 1, "too short for the 8-byte timestamp"},
 	} {

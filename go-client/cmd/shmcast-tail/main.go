@@ -5,6 +5,12 @@
 //
 //	shmcast-tail NAME [--from beginning|oldest|newest|next] [--count N]
 //	                  [--timeout SECONDS] [--json] [--verify]
+//	                  [--wait spin|yield|backoff|block]
+//
+// --wait chooses how the reader waits for new messages (default block:
+// asleep in the kernel until the producer publishes; see the package's
+// WaitStrategy). It changes when messages are noticed, never what is
+// printed.
 package main
 
 import (
@@ -46,6 +52,7 @@ type config struct {
 	timeoutSet bool
 	json       bool
 	verify     bool
+	wait       shmcast.WaitStrategy
 }
 
 // run is the whole command; it returns the exit status: 0 on success, 1 on
@@ -57,7 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v\n", prog, err)
-		fmt.Fprintf(stderr, "usage: %s NAME [--from beginning|oldest|newest|next] [--count N] [--timeout SECONDS] [--json] [--verify]\n", prog)
+		fmt.Fprintf(stderr, "usage: %s NAME [--from beginning|oldest|newest|next] [--count N] [--timeout SECONDS] [--json] [--verify] [--wait spin|yield|backoff|block]\n", prog)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -83,6 +90,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	timeout := fs.String("timeout", "", "stop when no message has arrived for `SECONDS`")
 	fs.BoolVar(&cfg.json, "json", false, "one JSON object per line")
 	fs.BoolVar(&cfg.verify, "verify", false, "check payloads against the generated pattern and print a summary")
+	wait := fs.String("wait", "block", "how to wait for messages: spin, yield, backoff or block (asleep until the producer publishes)")
 	// The flag package stops at the first operand; NAME may come first, so
 	// parse again after each one.
 	var operands []string
@@ -105,6 +113,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if cfg.from, err = shmcast.ParseStart(*from); err != nil {
 		return cfg, fmt.Errorf("invalid --from %q: want beginning, oldest, newest or next", *from)
 	}
+	if cfg.wait, err = shmcast.ParseWaitStrategy(*wait); err != nil {
+		return cfg, fmt.Errorf("invalid --wait %q: want spin, yield, backoff or block", *wait)
+	}
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "count":
@@ -124,7 +135,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 }
 
 func tail(ctx context.Context, cfg config, out *bufio.Writer) error {
-	r, err := shmcast.Open(cfg.name, shmcast.WithStart(cfg.from))
+	r, err := shmcast.Open(cfg.name, shmcast.WithStart(cfg.from), shmcast.WithWait(cfg.wait))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shmcast/shmcast/go-client/internal/segtest"
 )
@@ -92,6 +93,42 @@ func TestCountAndTimeout(t *testing.T) {
 	code, _, errOut := runTail(path, "--count", "10", "--timeout", "0.05")
 	if code != 1 || !strings.Contains(errOut, "shmcast-tail: error: timed out") {
 		t.Fatalf("--count 10: code %d, stderr %q", code, errOut)
+	}
+}
+
+// TestWait: --wait changes how the reader waits, never what it prints, and
+// a live tail with every strategy sees messages published while it waits.
+func TestWait(t *testing.T) {
+	w, path := segment(t, 4096)
+	for range 5 {
+		w.PublishPattern(8)
+	}
+	for _, wait := range []string{"spin", "yield", "backoff", "block"} {
+		_, want, _ := runTail(path, "--json", "--timeout", "0")
+		code, out, errOut := runTail(path, "--json", "--timeout", "0", "--wait", wait)
+		if code != 0 || out != want || errOut != "" {
+			t.Fatalf("--wait %s: code %d, output %q (want %q), stderr %q", wait, code, out, want, errOut)
+		}
+		type result struct {
+			code     int
+			out, err string
+		}
+		done := make(chan result, 1)
+		go func() {
+			code, out, errOut := runTail(path, "--from", "next", "--count", "2", "--verify", "--timeout", "10", "--wait", wait)
+			done <- result{code, out, errOut}
+		}()
+		time.Sleep(30 * time.Millisecond) // the tail is waiting (parked, for block)
+		w.PublishPattern(20)
+		time.Sleep(30 * time.Millisecond)
+		w.PublishPattern(20)
+		res := <-done
+		if res.code != 0 || res.out != "received=2 lagged=0 corrupt=0\n" {
+			t.Fatalf("live --wait %s: code %d, output %q, stderr %q", wait, res.code, res.out, res.err)
+		}
+	}
+	if code, _, errOut := runTail(path, "--wait", "sleep"); code != 2 || !strings.Contains(errOut, "invalid --wait") {
+		t.Fatalf("--wait sleep: code %d, stderr %q", code, errOut)
 	}
 }
 

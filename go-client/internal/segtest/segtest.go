@@ -31,6 +31,8 @@ const (
 	OffIntent  = 0x080
 	OffHead    = 0x100
 	OffLatest  = 0x108
+	OffWakeSeq = 0x1000 // u32 futex word
+	OffParked  = 0x1004 // u32
 	Pad        = uint64(1) << 63
 )
 
@@ -41,6 +43,7 @@ type Writer struct {
 	tail     uint64
 	nextSeq  uint64
 	head     uint64
+	wakes    atomic.Uint64 // FUTEX_WAKE calls made by step 9
 }
 
 // NewMem returns a zeroed, 8-byte aligned buffer of n bytes on the heap.
@@ -170,12 +173,38 @@ func (w *Writer) Publish(payload []byte) (seq, pos uint64) {
 	if padded {
 		w.Store(w.RingOff(padAt), seq|Pad)
 	}
-	// 9.
+	// 9. latest
 	w.Store(OffLatest, pos)
 	w.tail = end
 	w.nextSeq = seq + 1
+	// Then "Waiting and waking", producer step 9. The store of latest just
+	// above and the load of parked are sequentially consistent Go atomics,
+	// which is the full fence between them.
+	if atomic.LoadUint32(w.word32(OffParked)) != 0 {
+		atomic.SwapUint32(w.word32(OffParked), 0)
+		atomic.AddUint32(w.word32(OffWakeSeq), 1)
+		futexWake(w.word32(OffWakeSeq))
+		w.wakes.Add(1)
+	}
 	return seq, pos
 }
+
+func (w *Writer) word32(off uint64) *uint32 {
+	if off%4 != 0 || off+4 > uint64(len(w.Mem)) {
+		panic(fmt.Sprintf("segtest: bad u32 offset %d", off))
+	}
+	return (*uint32)(unsafe.Pointer(&w.Mem[off]))
+}
+
+// Wakes is the number of FUTEX_WAKE calls Publish has made: one per publish
+// that found parked set. It may be read from any goroutine.
+func (w *Writer) Wakes() uint64 { return w.wakes.Load() }
+
+// Parked atomically loads the parked word of the subscriber area.
+func (w *Writer) Parked() uint32 { return atomic.LoadUint32(w.word32(OffParked)) }
+
+// WakeSeq atomically loads the wake_seq futex word.
+func (w *Writer) WakeSeq() uint32 { return atomic.LoadUint32(w.word32(OffWakeSeq)) }
 
 // Pattern is the generated payload of docs/LAYOUT.md, implemented here
 // independently of the package under test.

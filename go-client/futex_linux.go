@@ -1,0 +1,35 @@
+package shmcast
+
+import (
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Futex operations (linux/futex.h). FUTEX_PRIVATE_FLAG is deliberately not
+// used: the producer and the other waiters are other processes, and a
+// shared futex is keyed by file and offset, whatever the mapping.
+const (
+	futexWait = 0
+	futexWake = 1
+
+	// futexSupported: a reader may register as parked and be woken.
+	futexSupported = true
+)
+
+// futexWaitOn sleeps while *addr == val, for at most d (> 0). Every outcome
+// (woken, EAGAIN because the word changed, EINTR, timeout, even EFAULT) is
+// reported the same way, by returning: the caller re-reads the ring.
+//
+// syscall.Syscall6, not RawSyscall: the runtime must know the thread is
+// blocked, so it can hand the P to another thread meanwhile.
+func futexWaitOn(addr *uint32, val uint32, d time.Duration) {
+	ts := syscall.NsecToTimespec(int64(d))
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWait, uintptr(val),
+		uintptr(unsafe.Pointer(&ts)), 0, 0)
+}
+
+// futexWakeAll wakes every thread, in any process, waiting on addr.
+func futexWakeAll(addr *uint32) {
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWake, uintptr(1<<31-1), 0, 0, 0)
+}

@@ -1,0 +1,259 @@
+package shmcast
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// WaitStrategy is how a blocking read (Read, ReadFunc, Messages) waits while
+// there is no new message. The non-blocking reads never wait.
+type WaitStrategy int
+
+const (
+	// WaitBlock (the default) polls briefly, then sleeps in the kernel on the
+	// segment's futex word until the producer publishes (docs/LAYOUT.md,
+	// "Waiting and waking"). A parked read holds an OS thread and no CPU. It
+	// needs write access to the segment file to register as parked (see
+	// [Reader.CanPark]); without it, the futex wait uses timeouts growing from
+	// 20 µs to the poll interval (1 ms), so a message is noticed within about
+	// that long.
+	WaitBlock WaitStrategy = iota
+	// WaitSpin polls back to back: the lowest latency, one CPU fully busy.
+	WaitSpin
+	// WaitYield polls with runtime.Gosched between polls: a busy CPU, but
+	// other goroutines get to run.
+	WaitYield
+	// WaitBackoff spins briefly, then yields, then sleeps 20 µs doubling up to
+	// the poll interval (WithPollInterval, default 1 ms) between polls. It
+	// never writes to the segment and makes no futex calls.
+	WaitBackoff
+)
+
+var waitNames = [...]string{WaitBlock: "block", WaitSpin: "spin", WaitYield: "yield", WaitBackoff: "backoff"}
+
+func (s WaitStrategy) String() string {
+	if s >= 0 && int(s) < len(waitNames) {
+		return waitNames[s]
+	}
+	return fmt.Sprintf("WaitStrategy(%d)", int(s))
+}
+
+// ParseWaitStrategy parses "spin", "yield", "backoff" or "block".
+func ParseWaitStrategy(s string) (WaitStrategy, error) {
+	for i, name := range waitNames {
+		if s == name {
+			return WaitStrategy(i), nil
+		}
+	}
+	return 0, fmt.Errorf("shmcast: unknown wait strategy %q (want spin, yield, backoff or block)", s)
+}
+
+const (
+	// spinPolls: empty polls a blocking read makes before it yields
+	// (WaitBackoff) or parks (WaitBlock). Together with the yields below it
+	// is a few microseconds, less than a futex round trip.
+	spinPolls = 64
+	// yieldPolls: polls with runtime.Gosched in WaitBackoff and WaitBlock
+	// before they sleep.
+	yieldPolls = 64
+	// spinCheckPolls: WaitSpin looks at ctx and Close every this many polls,
+	// so the poll loop stays tight.
+	spinCheckPolls = 64
+
+	minSleep   = 20 * time.Microsecond // first sleep of WaitBackoff and of a read-only futex wait
+	defPollMax = time.Millisecond      // longest such sleep, unless WithPollInterval
+
+	// MaxParkSlice is the longest single futex wait of a parked read. A
+	// parked read is woken at once by a publish, by Close and by the
+	// cancellation of its context; this bound only matters when Close or the
+	// cancellation races with the read entering the kernel (the wake-up then
+	// comes too early to be seen), and it makes an idle parked read wake 20
+	// times a second to look again.
+	MaxParkSlice = 50 * time.Millisecond
+)
+
+// waiter is the state of one blocking read's wait, on the caller's stack.
+type waiter struct {
+	ctx   context.Context
+	polls int           // empty polls so far
+	sleep time.Duration // next sleep of WaitBackoff or of a read-only futex wait
+	armed bool          // wake_seq was loaded into v (and parked stored) since the last poll
+	v     uint32
+	stop  func() bool // unregisters the context.AfterFunc, once registered
+}
+
+// done releases what the wait registered.
+func (w *waiter) done() {
+	if w.stop != nil {
+		w.stop()
+	}
+}
+
+// pause is called after an empty poll. It returns nil to poll again, or the
+// error that ends the read: ctx.Err(), os.ErrClosed.
+func (r *Reader) pause(w *waiter) error {
+	w.polls++
+	switch r.strategy {
+	case WaitSpin:
+		if w.polls%spinCheckPolls != 0 {
+			return nil
+		}
+		return r.interrupted(w.ctx)
+	case WaitYield:
+		if err := r.interrupted(w.ctx); err != nil {
+			return err
+		}
+		runtime.Gosched()
+		return nil
+	}
+	if w.polls <= spinPolls {
+		if w.polls%spinCheckPolls == 0 {
+			return r.interrupted(w.ctx)
+		}
+		return nil
+	}
+	if w.polls <= spinPolls+yieldPolls {
+		if err := r.interrupted(w.ctx); err != nil {
+			return err
+		}
+		runtime.Gosched()
+		return nil
+	}
+	if w.sleep == 0 {
+		w.sleep = min(minSleep, r.pollMax)
+	}
+	if r.strategy == WaitBackoff {
+		return r.sleepBackoff(w)
+	}
+	return r.park(w)
+}
+
+// interrupted reports a done context or a closed Reader without waiting.
+func (r *Reader) interrupted(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.closing:
+		return os.ErrClosed
+	default:
+		return nil
+	}
+}
+
+// sleepBackoff sleeps on the Reader's reusable timer. It never touches the
+// mapping.
+func (r *Reader) sleepBackoff(w *waiter) error {
+	d := w.sleep
+	w.sleep = min(2*w.sleep, r.pollMax)
+	if r.timer == nil {
+		r.timer = time.NewTimer(d)
+	} else {
+		r.timer.Reset(d) // Go ≥ 1.23: Reset also drops a stale expiry
+	}
+	select {
+	case <-r.timer.C:
+		return nil
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	case <-r.closing:
+		return os.ErrClosed
+	}
+}
+
+// park runs the reader side of docs/LAYOUT.md "Waiting and waking", one
+// step per empty poll. First call: load wake_seq into v and, if the Reader
+// can park, store 1 to parked; the caller then polls again (step 4, the
+// re-check that makes a lost wake-up impossible: Go's atomics are
+// sequentially consistent, so the store and the poll's loads are the
+// fence). Second call: FUTEX_WAIT(&wake_seq, v) with a bounded timeout; any
+// return leads back to polling.
+//
+// Both steps touch the mapping, so they run marked busy, like a read: Close
+// then leaves the unmapping to this goroutine and wakes it with a
+// FUTEX_WAKE made while the mapping is still there (see wakeBusy).
+func (r *Reader) park(w *waiter) error {
+	if err := r.enter(); err != nil {
+		return err
+	}
+	if !w.armed {
+		w.v = atomic.LoadUint32(r.wakeSeq)
+		if r.parked != nil {
+			atomic.StoreUint32(r.parked, 1)
+		}
+		w.armed = true
+		r.exit()
+		return nil
+	}
+	w.armed = false
+	d, err := r.parkTimeout(w)
+	if err == nil && w.stop == nil && w.ctx.Done() != nil {
+		// Cancellation must interrupt the futex wait: the AfterFunc makes a
+		// FUTEX_WAKE on the word. It is registered here, once per Read that
+		// really sleeps, so a Read that finds its message never pays for it.
+		w.stop = context.AfterFunc(w.ctx, r.cancelWake)
+	}
+	// Checked after enter (busy is set): a Close or a cancellation that
+	// comes later sees busy and wakes the futex. One that lands between this
+	// check and the kernel's queueing of the wait is lost, which the timeout
+	// (at most MaxParkSlice) bounds.
+	if err == nil {
+		err = r.interrupted(w.ctx)
+	}
+	if err == nil {
+		futexWaitOn(r.wakeSeq, w.v, d)
+	}
+	r.exit()
+	return err
+}
+
+// parkTimeout is the length of the next futex wait: MaxParkSlice for a
+// parked reader, the growing backoff for one that cannot park, and never
+// past ctx's deadline.
+func (r *Reader) parkTimeout(w *waiter) (time.Duration, error) {
+	d := r.parkSlice
+	if r.parked == nil {
+		d = w.sleep
+		w.sleep = min(2*w.sleep, r.pollMax)
+	}
+	if dl, ok := w.ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			if err := w.ctx.Err(); err != nil {
+				return 0, err
+			}
+			return 0, context.DeadlineExceeded // the context's own timer has not fired yet
+		}
+		d = min(d, left)
+	}
+	return d, nil
+}
+
+// wakeBusy makes a FUTEX_WAKE on wake_seq if a read (which may be parked)
+// is in progress, holding a stWaker reference so that the mapping cannot be
+// unmapped under the system call. It wakes every waiter on the segment,
+// other processes' included; LAYOUT.md allows such spurious wake-ups.
+func (r *Reader) wakeBusy() {
+	for {
+		s := r.state.Load()
+		if s&stBusy == 0 {
+			return // nothing is parked, and the mapping may already be gone
+		}
+		if r.state.CompareAndSwap(s, s+stWaker) {
+			break
+		}
+	}
+	futexWakeAll(r.wakeSeq)
+	r.dropWaker()
+}
+
+// dropWaker releases a stWaker reference; the last user of a closed Reader
+// unmaps.
+func (r *Reader) dropWaker() {
+	if r.state.Add(^uint32(stWaker-1)) == stClosed {
+		r.release()
+	}
+}
