@@ -25,10 +25,19 @@ pub enum Error {
         path: PathBuf,
     },
     /// A file already exists where a new segment was to be created.
-    #[error("{} already exists; if no producer is using it, remove it (rm {}) and try again", path.display(), path.display())]
+    #[error("{} already exists and was not replaced (it is not a segment left by a dead producer, or replacing those is off); if nothing uses it, remove it (rm {}) and try again", path.display(), path.display())]
     AlreadyExists {
         /// The existing file.
         path: PathBuf,
+    },
+    /// The segment's producer is alive, so another may not create or take it over.
+    #[error("{} belongs to a live producer (pid {pid}); a segment has one producer: stop that one, or use another name", path.display())]
+    ProducerAlive {
+        /// The segment's file.
+        path: PathBuf,
+        /// The process id recorded by the live producer (0 if it has not finished creating
+        /// the segment yet).
+        pid: u64,
     },
     /// The operating system refused access.
     #[error("permission denied to {action} {}: check the segment's owner and mode (ls -l {})", path.display(), path.display())]
@@ -195,6 +204,18 @@ pub enum RecvError {
     /// A blocking read reached its deadline.
     #[error("timed out waiting for a message")]
     Timeout,
+    /// A blocking read found nothing left to read and the producer has exited (or was killed):
+    /// no message will ever arrive. Everything it published before was delivered first.
+    #[error("{}", if *replaced {
+        "the producer has exited, and a new segment now exists under the same name: open it again to follow the new producer"
+    } else {
+        "the producer has exited; no more messages will arrive"
+    })]
+    ProducerGone {
+        /// Whether another segment now exists under the name this subscriber opened (a new
+        /// producer replaced the dead one's segment).
+        replaced: bool,
+    },
     /// The ring holds values no correct producer writes. Reading cannot continue.
     #[error("corrupt segment: {0}")]
     Corrupt(&'static str),

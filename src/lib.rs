@@ -43,6 +43,8 @@ mod ring;
 mod sync;
 
 #[cfg(not(loom))]
+mod liveness;
+#[cfg(not(loom))]
 mod publisher;
 #[cfg(not(loom))]
 mod segment;

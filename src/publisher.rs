@@ -21,6 +21,7 @@ pub struct PublisherOptions {
     capacity: u64,
     mode: u32,
     unlink_on_drop: bool,
+    replace_stale: bool,
 }
 
 impl Default for PublisherOptions {
@@ -29,6 +30,7 @@ impl Default for PublisherOptions {
             capacity: DEFAULT_CAPACITY,
             mode: DEFAULT_MODE,
             unlink_on_drop: true,
+            replace_stale: true,
         }
     }
 }
@@ -60,10 +62,27 @@ impl PublisherOptions {
         self
     }
 
+    /// Whether creating over a segment whose producer died removes that segment and creates a
+    /// new one (default `true`). Its subscribers then get [`RecvError::ProducerGone`] once they
+    /// have read what the dead producer published, and must open the name again to follow the
+    /// new producer. See [`Self::create`].
+    ///
+    /// [`RecvError::ProducerGone`]: crate::RecvError::ProducerGone
+    pub fn replace_stale(mut self, replace: bool) -> Self {
+        self.replace_stale = replace;
+        self
+    }
+
     /// Creates the shared-memory segment `name` (`/name`, i.e. `/dev/shm/name` on Linux).
     ///
-    /// Fails with [`Error::AlreadyExists`] if the name is taken: creation is exclusive, so a
-    /// publisher never adopts a file it did not make.
+    /// Creation is exclusive: a publisher never adopts a file it did not make, and holds a lock
+    /// on the segment for as long as it lives (docs/LAYOUT.md, "Producer liveness"). If the name
+    /// is taken:
+    /// - by a segment whose producer is alive: [`Error::ProducerAlive`], naming its PID;
+    /// - by a segment whose producer has exited or was killed: it is replaced by a new, empty
+    ///   segment (unless [`Self::replace_stale`] is off, then [`Error::AlreadyExists`]);
+    /// - by anything else (not a shmcast segment, or one whose creator died before finishing
+    ///   it): [`Error::AlreadyExists`]; nothing is removed.
     pub fn create(&self, name: &str) -> Result<Publisher, Error> {
         self.create_at(Location::shm(name)?)
     }
@@ -74,7 +93,7 @@ impl PublisherOptions {
     }
 
     fn create_at(&self, location: Location) -> Result<Publisher, Error> {
-        let mapping = segment::create(&location, self.capacity, self.mode)?;
+        let mapping = segment::create(&location, self.capacity, self.mode, self.replace_stale)?;
         let max_payload = mapping.ring().max_payload() as usize;
         Ok(Publisher {
             mapping,

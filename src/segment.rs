@@ -14,6 +14,7 @@ use nix::sys::stat::Mode;
 
 use crate::error::Error;
 use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WORDS};
+use crate::liveness;
 use crate::ring::Ring;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
@@ -103,6 +104,9 @@ pub(crate) struct Mapping {
     map: MmapRaw,
     capacity: u64,
     wake_page: WakePage,
+    /// Kept open: the producer's liveness lock lives on it (docs/LAYOUT.md, "Producer
+    /// liveness"), and subscribers test that lock through it.
+    file: File,
 }
 
 /// Where this process may store the wake-up words of the subscriber area.
@@ -173,6 +177,17 @@ impl Mapping {
         }
     }
 
+    /// Whether the producer still holds its lock. On an error testing it, assume it does:
+    /// reporting a live producer as gone would end readers for nothing.
+    pub(crate) fn producer_alive(&self) -> bool {
+        liveness::is_locked(&self.file).unwrap_or(true)
+    }
+
+    /// Whether `location` still names the file this mapping was made from.
+    pub(crate) fn still_at(&self, location: &Location) -> bool {
+        liveness::still_at(&self.file, &location.path())
+    }
+
     /// The identity block, loaded with atomics: `magic` first, then an acquire fence, then the
     /// rest, so a header whose `magic` is set is seen complete.
     pub(crate) fn identity(&self) -> Identity {
@@ -207,17 +222,109 @@ impl Drop for UnlinkGuard<'_> {
     }
 }
 
-/// Creates a new segment exclusively, allocates all of its pages, and writes its header.
-pub(crate) fn create(location: &Location, capacity: u64, mode: u32) -> Result<Mapping, Error> {
+/// Creates a new segment exclusively, takes the producer lock, allocates all of its pages, and
+/// writes its header. If the name is taken by a segment whose producer died and
+/// `replace_stale` is set, that segment is removed first (docs/LAYOUT.md, "Producer liveness").
+pub(crate) fn create(
+    location: &Location,
+    capacity: u64,
+    mode: u32,
+    replace_stale: bool,
+) -> Result<Mapping, Error> {
     let path = location.path();
     if let Some(reason) = layout::capacity_problem(capacity) {
         return Err(Error::InvalidCapacity { capacity, reason });
     }
+    // Another producer may be replacing the same stale segment at the same time; whoever
+    // creates the new file first wins, the others then find a live producer.
+    for _ in 0..3 {
+        match location.open_file(true, Some(mode)) {
+            Ok(file) => return create_new(location, file, capacity, mode),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match existing_producer(location)? {
+                    Existing::Alive { pid } => return Err(Error::ProducerAlive { path, pid }),
+                    Existing::Dead { pid } if replace_stale => remove_stale(location, pid)?,
+                    Existing::Dead { .. } | Existing::Unknown => {
+                        return Err(Error::AlreadyExists { path })
+                    }
+                }
+            }
+            Err(e) => return Err(Error::from_io("create", path, e)),
+        }
+    }
+    Err(Error::AlreadyExists { path })
+}
+
+/// What holds a name that is already taken.
+enum Existing {
+    /// A live producer holds the lock (`pid` from the header; 0 if not initialised yet).
+    Alive { pid: u64 },
+    /// A valid segment whose producer is gone.
+    Dead { pid: u64 },
+    /// Not a valid shmcast segment, or one that nobody finished creating: never removed
+    /// automatically.
+    Unknown,
+}
+
+fn existing_producer(location: &Location) -> Result<Existing, Error> {
+    let path = location.path();
+    let file = match location.open_file(false, None) {
+        Ok(file) => file,
+        // Removed meanwhile: try creating again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Dead { pid: 0 }),
+        Err(e) => return Err(Error::from_io("open", path, e)),
+    };
+    let locked = liveness::is_locked(&file)
+        .map_err(|e| Error::from_io("test the lock of", path.clone(), e))?;
+    let pid = match open(location) {
+        Ok(mapping) => Some(mapping.identity().producer_pid),
+        Err(_) => None,
+    };
+    Ok(match (locked, pid) {
+        (true, pid) => Existing::Alive {
+            pid: pid.unwrap_or(0),
+        },
+        (false, Some(pid)) => Existing::Dead { pid },
+        (false, None) => Existing::Unknown,
+    })
+}
+
+/// Removes the stale segment at `location`: takes its producer lock first, so two processes
+/// cannot both decide to remove it, and checks the name still refers to the file it locked.
+fn remove_stale(location: &Location, pid: u64) -> Result<(), Error> {
+    let path = location.path();
+    let file = match location.open_file(true, None) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::from_io("open (to replace it)", path, e)),
+    };
+    let locked = liveness::try_lock(&file).map_err(|e| Error::from_io("lock", path.clone(), e))?;
+    if !locked {
+        // Someone else is creating or replacing it right now.
+        return Err(Error::ProducerAlive { path, pid });
+    }
+    if liveness::still_at(&file, &path) {
+        location
+            .unlink()
+            .or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| Error::from_io("remove", path, e))?;
+    }
+    Ok(())
+}
+
+/// Sets up a file that was just created exclusively.
+fn create_new(location: &Location, file: File, capacity: u64, mode: u32) -> Result<Mapping, Error> {
+    let path = location.path();
     let total = DATA_OFFSET + capacity;
-    let file = location
-        .open_file(true, Some(mode))
-        .map_err(|e| Error::from_io("create", path.clone(), e))?;
     let mut guard = UnlinkGuard(Some(location));
+    // Held until the producer's mapping is dropped (or the process dies); taken before `magic`
+    // is written, so a reader that finds an initialised segment unlocked knows it is dead.
+    if !liveness::try_lock(&file).map_err(|e| Error::from_io("lock", path.clone(), e))? {
+        return Err(Error::AlreadyExists { path });
+    }
     // shm_open and open apply the umask; the caller asked for exactly `mode`.
     file.set_permissions(Permissions::from_mode(mode))
         .map_err(|e| Error::from_io("set the mode of", path.clone(), e))?;
@@ -241,6 +348,7 @@ pub(crate) fn create(location: &Location, capacity: u64, mode: u32) -> Result<Ma
         map,
         capacity,
         wake_page: WakePage::InMap,
+        file,
     };
     init_header(&mapping, capacity);
     guard.0 = None;
@@ -345,6 +453,7 @@ pub(crate) fn open(location: &Location) -> Result<Mapping, Error> {
         map,
         capacity: id.capacity,
         wake_page,
+        file,
     })
 }
 

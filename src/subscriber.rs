@@ -189,7 +189,14 @@ impl Subscriber {
             self.mapping.wake_words(),
             &mut self.state,
         );
-        wait::wait_for(self.wait, words, deadline, || attempt(ring, state))
+        let (mapping, location) = (&self.mapping, &self.location);
+        wait::wait_for(
+            self.wait,
+            words,
+            deadline,
+            || attempt(ring, state),
+            || segment_problem(mapping, location),
+        )
     }
 
     /// How the blocking calls wait for a message. See [`WaitStrategy`].
@@ -228,6 +235,15 @@ impl Subscriber {
     /// [`WaitStrategy::Block`] subscriber then polls at most every [`wait::MAX_SLEEP`].
     pub fn can_park(&self) -> bool {
         self.mapping.wake_words().can_park()
+    }
+
+    /// Whether the segment's producer is still running: it holds a lock on the segment that
+    /// the kernel releases when it exits or is killed (docs/LAYOUT.md, "Producer liveness").
+    /// One system call; it does not disturb the producer. Blocking reads check it by themselves
+    /// and return [`RecvError::ProducerGone`] within about [`wait::LIVENESS_INTERVAL`] of the
+    /// producer's death, once everything it published was read.
+    pub fn producer_alive(&self) -> bool {
+        self.mapping.producer_alive()
     }
 
     /// The sequence number of the next message this subscriber expects.
@@ -271,6 +287,17 @@ impl Subscriber {
             latest: snap.latest,
         }
     }
+}
+
+/// What an idle blocking read checks now and then (`wait::LIVENESS_INTERVAL`): a dead producer
+/// ends it.
+fn segment_problem(mapping: &Mapping, location: &Location) -> Option<RecvError> {
+    if mapping.producer_alive() {
+        return None;
+    }
+    // "Replaced" only if another file now has the name (not merely removed).
+    let replaced = location.path().exists() && !mapping.still_at(location);
+    Some(RecvError::ProducerGone { replaced })
 }
 
 /// Reads the next message as a `T`; see [`Subscriber::try_recv_pod`].

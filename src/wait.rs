@@ -14,6 +14,9 @@ use crate::sync::{fence, futex_wait, futex_wake_all, spin_hint, AtomicU32, Order
 /// subscriber that cannot park (no write access to the segment) waits before polling again.
 pub const MAX_SLEEP: Duration = Duration::from_millis(1);
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
+/// How often an idle blocking read checks that the producer is still alive (and the segment
+/// intact), so it returns [`RecvError::ProducerGone`] within about this long of its death.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a subscriber does while no message is available, in the blocking calls
 /// ([`Subscriber::recv`](crate::Subscriber::recv) and friends). Set it with
@@ -126,28 +129,50 @@ impl<'a> WakeWords<'a> {
 }
 
 /// Runs `attempt` until it returns something other than [`RecvError::Empty`], waiting between
-/// attempts as `strategy` says, or until `deadline` ([`RecvError::Timeout`]).
+/// attempts as `strategy` says, or until `deadline` ([`RecvError::Timeout`]). Every
+/// [`LIVENESS_INTERVAL`] of waiting it calls `gone`; if that reports an error (the producer died),
+/// one last attempt delivers whatever was published before, else that error is returned.
 pub(crate) fn wait_for<T>(
     strategy: WaitStrategy,
     words: WakeWords<'_>,
     deadline: Option<Instant>,
     mut attempt: impl FnMut() -> Result<T, RecvError>,
+    mut gone: impl FnMut() -> Option<RecvError>,
 ) -> Result<T, RecvError> {
     let spin = SpinBackoff::new();
     let mut nap = FIRST_SLEEP;
+    let mut polls: u32 = 0;
+    let mut next_check: Option<Instant> = None;
+    let busy = matches!(strategy, WaitStrategy::Spin | WaitStrategy::Yield);
     loop {
         match attempt() {
             Err(RecvError::Empty) => {}
             other => return other,
         }
-        let remaining = match deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(r) if !r.is_zero() => Some(r),
-                _ => return Err(RecvError::Timeout),
-            },
-            None => None,
-        };
-        let short_nap = |nap: Duration| remaining.map_or(nap, |r| r.min(nap));
+        // Reading the clock costs about as much as a poll: busy strategies look every 64th.
+        polls = polls.wrapping_add(1);
+        let mut remaining = None;
+        if !busy || polls % 64 == 0 {
+            let now = Instant::now();
+            if let Some(d) = deadline {
+                match d.checked_duration_since(now) {
+                    Some(r) if !r.is_zero() => remaining = Some(r),
+                    _ => return Err(RecvError::Timeout),
+                }
+            }
+            let due = *next_check.get_or_insert(now + LIVENESS_INTERVAL);
+            if now >= due {
+                if let Some(error) = gone() {
+                    return match attempt() {
+                        Err(RecvError::Empty) => Err(error),
+                        other => other,
+                    };
+                }
+                next_check = Some(now + LIVENESS_INTERVAL);
+            }
+        }
+        // A sleep never outlasts the deadline or the next liveness check.
+        let bounded = |nap: Duration| remaining.map_or(nap, |r| r.min(nap));
         match strategy {
             WaitStrategy::Spin => spin_hint(),
             WaitStrategy::Yield if !spin.is_completed() => spin.snooze(),
@@ -157,12 +182,13 @@ pub(crate) fn wait_for<T>(
                 spin.snooze()
             }
             WaitStrategy::Backoff => {
-                std::thread::sleep(short_nap(nap));
+                std::thread::sleep(bounded(nap));
                 nap = (nap * 2).min(MAX_SLEEP);
             }
             WaitStrategy::Block => match words.parked {
                 Some(parked) => {
-                    if let Some(found) = park(words.wake_seq, parked, remaining, &mut attempt) {
+                    let timeout = bounded(LIVENESS_INTERVAL);
+                    if let Some(found) = park(words.wake_seq, parked, Some(timeout), &mut attempt) {
                         return found;
                     }
                 }
@@ -170,7 +196,7 @@ pub(crate) fn wait_for<T>(
                     // Cannot register: wait on the futex anyway (woken early when others are
                     // parked), but never longer than `nap`.
                     let v = words.wake_seq.load(Ordering::Acquire);
-                    futex_wait(words.wake_seq, v, Some(short_nap(nap)));
+                    futex_wait(words.wake_seq, v, Some(bounded(nap)));
                     nap = (nap * 2).min(MAX_SLEEP);
                 }
             },
@@ -235,6 +261,44 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_producer_ends_the_wait_after_what_it_published() {
+        use std::cell::Cell;
+        let (seq, parked) = (AtomicU32::new(0), AtomicU32::new(0));
+        let words = WakeWords::new(&seq, Some(&parked));
+        let dead = || Some(RecvError::ProducerGone { replaced: false });
+        for s in [WaitStrategy::Spin, WaitStrategy::Block] {
+            let start = Instant::now();
+            // One message becomes visible only once the producer is found dead (it published
+            // just before dying): it must be delivered, not lost.
+            let found_dead = Cell::new(false);
+            let attempt = || match found_dead.get() {
+                true => Ok(()),
+                false => Err(RecvError::Empty),
+            };
+            let gone = || {
+                found_dead.set(true);
+                dead()
+            };
+            assert_eq!(wait_for(s, words, None, attempt, gone), Ok(()), "{s}");
+            let empty = || Err::<(), _>(RecvError::Empty);
+            assert_eq!(
+                wait_for(s, words, None, empty, dead),
+                dead().map_or(Ok(()), Err),
+                "{s}"
+            );
+            let took = start.elapsed();
+            assert!(
+                took >= 2 * LIVENESS_INTERVAL,
+                "{s}: checked too early ({took:?})"
+            );
+            assert!(
+                took < 20 * LIVENESS_INTERVAL,
+                "{s}: checked too late ({took:?})"
+            );
+        }
+    }
+
+    #[test]
     fn timeouts_are_honoured_by_every_strategy() {
         let (seq, parked) = (AtomicU32::new(0), AtomicU32::new(0));
         for parked in [Some(&parked), None] {
@@ -246,9 +310,13 @@ mod tests {
             ] {
                 let start = Instant::now();
                 let deadline = Some(start + Duration::from_millis(30));
-                let r = wait_for(s, WakeWords::new(&seq, parked), deadline, || {
-                    Err::<(), _>(RecvError::Empty)
-                });
+                let r = wait_for(
+                    s,
+                    WakeWords::new(&seq, parked),
+                    deadline,
+                    || Err::<(), _>(RecvError::Empty),
+                    || None,
+                );
                 assert_eq!(r, Err(RecvError::Timeout), "{s}");
                 assert!(start.elapsed() >= Duration::from_millis(30), "{s}");
             }

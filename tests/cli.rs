@@ -340,14 +340,21 @@ fn tail_from_newest_and_next_start_at_the_end() {
     assert_ok(&output);
     assert_eq!(stdout(&output), "", "nothing is published after joining");
 
-    // A --count that is not reached before the timeout is an error.
-    let output = shmcast("tail NAME --count 10 --from next --timeout 0.2", &name);
+    // A --count that is not reached before the timeout is an error...
+    let output = shmcast("tail NAME --count 10 --from next --timeout 0.02", &name);
     assert_error(&output, "timed out");
     assert_eq!(stdout(&output), "");
+    // ...and so is one that cannot be reached because the producer has exited (noticed within
+    // about 100 ms, long before this timeout).
+    let output = shmcast("tail NAME --count 10 --from next --timeout 20", &name);
+    assert_error(
+        &output,
+        "the producer has exited; no more messages will arrive: received 0 and lagged 0 of 10",
+    );
 
     // --verify still prints its summary when the command then fails.
     let output = shmcast(
-        "tail NAME --count 10 --from next --timeout 0.1 --verify",
+        "tail NAME --count 10 --from next --timeout 0.02 --verify",
         &name,
     );
     assert_error(&output, "timed out");
@@ -542,19 +549,41 @@ fn invalid_names_are_refused() {
 }
 
 #[test]
-fn publish_refuses_an_existing_segment_and_leaves_it_intact() {
+fn publish_replaces_a_dead_producers_segment_but_never_a_live_one_or_a_foreign_file() {
     let (name, cleanup) = shm_name("exists");
     assert_ok(&shmcast_with_input(
         "publish NAME --keep",
         &name,
         b"one\ntwo\n",
     ));
-    let output = shmcast_with_input("publish NAME", &name, b"three\n");
-    assert_error(&output, "already exists");
-    assert!(cleanup.path().exists(), "the existing segment was removed");
     assert_eq!(inspect_json(&name)["next_seq"], 3);
-    assert_error(&shmcast("publish NAME --count 1", &name), "already exists");
-    // A file path is never overwritten either.
+    // That producer has exited: a new one replaces its segment and starts a new stream.
+    assert_ok(&shmcast_with_input(
+        "publish NAME --keep",
+        &name,
+        b"three\n",
+    ));
+    assert_eq!(inspect_json(&name)["next_seq"], 2);
+    assert!(cleanup.path().exists());
+
+    // A live producer keeps its segment; the second one is told who owns it.
+    let (live, _live_cleanup) = shm_name("live");
+    let mut running = Running::spawn(command("publish NAME --count 1000000 --rate 10", &live));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !shmcast("inspect NAME", &live).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the producer never created {live}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = running.child().id();
+    let output = shmcast("publish NAME --count 1", &live);
+    assert_error(&output, &format!("belongs to a live producer (pid {pid})"));
+    assert!(shmcast("inspect NAME", &live).status.success());
+    drop(running);
+
+    // A file that is not a segment is never overwritten.
     let (path, _file) = temp_path("exists");
     std::fs::write(&path, b"someone else's file").unwrap();
     assert_error(&shmcast("publish NAME --count 1", &path), "already exists");

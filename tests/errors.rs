@@ -68,24 +68,9 @@ fn invalid_capacities_are_refused_and_leave_no_file() {
     }
 }
 
+/// (A live or dead segment in the way: `tests/liveness.rs`.)
 #[test]
-fn creating_an_existing_segment_fails_and_leaves_it_intact() {
-    let name = unique("exists");
-    let mut first = Publisher::options().capacity(4096).create(&name).unwrap();
-    first.publish(b"still here").unwrap();
-    let err = Publisher::options()
-        .capacity(4096)
-        .create(&name)
-        .unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
-    assert!(err.to_string().contains("already exists"), "{err}");
-    // The failed attempt must not have removed or changed the first segment.
-    let mut sub = Subscriber::open(&name, StartAt::Beginning).unwrap();
-    let mut buf = Vec::new();
-    assert_eq!(sub.try_recv(&mut buf), Ok(1));
-    assert_eq!(buf, b"still here");
-
-    // A plain file in the way is not adopted either.
+fn a_plain_file_in_the_way_is_never_adopted() {
     let path = std::env::temp_dir().join(format!("shmcast-err-file-{}", std::process::id()));
     std::fs::write(&path, b"not mine").unwrap();
     let err = Publisher::options().create_path(&path).unwrap_err();

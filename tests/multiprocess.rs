@@ -78,6 +78,7 @@ fn child_process_entry() {
         "blocking" => consumer(Reader::Blocking),
         "slow" => consumer(Reader::Slow),
         "parked" => consumer(Reader::Parked),
+        "until-gone" => consumer(Reader::UntilGone),
         "paced-producer" => paced_producer(),
         other => panic!("unknown role {other:?}"),
     }
@@ -408,6 +409,8 @@ enum Reader {
     Slow,
     /// `recv_into_until` with the default `WaitStrategy::Block`: parks whenever it is idle.
     Parked,
+    /// Like `Parked`, without a message count: reads until the producer is gone.
+    UntilGone,
 }
 
 /// Reads from the beginning until every one of `SHMCAST_MP_COUNT` messages was received or
@@ -427,6 +430,7 @@ fn consumer(reader: Reader) {
     let mut vec = Vec::new();
     let mut tally = Tally::new(1);
     let mut streak = 0;
+    let mut gone = None;
     while tally.received + tally.missed < count {
         assert!(
             Instant::now() < deadline,
@@ -452,10 +456,14 @@ fn consumer(reader: Reader) {
                 .recv_timeout(&mut vec, Duration::from_millis(200))
                 .map(|seq| (seq, &vec[..])),
             Reader::Slow => subscriber.try_recv(&mut vec).map(|seq| (seq, &vec[..])),
-            Reader::Parked => subscriber
+            Reader::Parked | Reader::UntilGone => subscriber
                 .recv_into_until(&mut buf, Some(deadline))
                 .map(|r| (r.seq, &buf[..r.len])),
         };
+        if let (Reader::UntilGone, Err(RecvError::ProducerGone { replaced })) = (reader, &outcome) {
+            gone = Some(*replaced);
+            break;
+        }
         let was_message = outcome.is_ok();
         let progressed = tally
             .record(outcome, max_payload)
@@ -472,7 +480,14 @@ fn consumer(reader: Reader) {
     }
     // Nothing may follow the last message.
     assert_eq!(subscriber.try_recv(&mut vec), Err(RecvError::Empty));
-    report(&format!("RESULT {}", tally.summary()));
+    match gone {
+        Some(replaced) => report(&format!(
+            "RESULT {} gone=1 replaced={}",
+            tally.summary(),
+            u8::from(replaced)
+        )),
+        None => report(&format!("RESULT {}", tally.summary())),
+    }
 }
 
 /// The slow consumer's pace: a short nap every 500 messages, and every 2000 (starting with the
@@ -1111,6 +1126,108 @@ fn parked_consumers_are_woken_for_every_message_and_idle_publishing_makes_no_wak
             "the consumer missed most of the paced phase"
         );
     }
+    procs.send(producer, "end");
+    procs.wait_all_ok();
+}
+
+/// `kill -9` the producer at a random moment while it publishes as fast as it can (so often in
+/// the middle of a publish), three times over the same name. Each time, consumers that block
+/// report the producer gone within a bounded time, after receiving or being told they missed
+/// every message it committed, with no corrupt payload; and the next producer replaces the
+/// dead one's segment.
+#[test]
+fn a_killed_producer_is_reported_gone_and_a_new_one_replaces_its_segment() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = unique_name("killed");
+    let _segment = SegmentGuard::new(&name);
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    for round in 0..3 {
+        let mut procs = Processes::new();
+        let producer = procs.spawn("producer-until-stop", child("producer-until-stop", &name));
+        procs.wait_for(producer, "PHASE1");
+        let consumers: Vec<usize> = (0..2)
+            .map(|_| {
+                let mut cmd = child("until-gone", &name);
+                cmd.env(COUNT_VAR, u64::MAX.to_string());
+                procs.spawn("until-gone", cmd)
+            })
+            .collect();
+        for &i in &consumers {
+            procs.wait_for(i, "OPENED");
+        }
+        std::thread::sleep(Duration::from_micros(
+            pattern::splitmix64(&mut rng) % 50_000,
+        ));
+        procs.procs[producer]
+            .child
+            .kill()
+            .expect("SIGKILL the producer");
+        let killed = Instant::now();
+        procs.procs[producer]
+            .child
+            .wait()
+            .expect("reap the producer");
+        // What the producer had committed when it died.
+        let published = published_so_far(&name);
+        assert!(published >= PHASE1);
+        let probe = Subscriber::open(&name, StartAt::Oldest).unwrap();
+        assert!(!probe.producer_alive(), "the lock died with the producer");
+        for &i in &consumers {
+            let result = fields(&procs.wait_for(i, "RESULT"));
+            eprintln!("round {round}: {published} published; consumer {result:?}");
+            let get = |key| field(&result, key, "until-gone");
+            assert_eq!(get("gone"), 1);
+            assert_eq!(get("received") + get("missed"), published);
+            assert_eq!(get("corrupt"), 0);
+            assert_eq!(get("gaps"), 0);
+        }
+        let noticed = killed.elapsed();
+        assert!(
+            noticed < Duration::from_secs(5),
+            "consumers took {noticed:?} to notice the producer's death"
+        );
+        // The dead producer's segment is still there until the next producer replaces it.
+        assert!(std::path::Path::new(&format!("/dev/shm{name}")).exists());
+        drop(procs);
+    }
+}
+
+/// A consumer stopped with SIGSTOP while the producer laps it many times reports, once resumed,
+/// exactly how many messages it missed.
+#[test]
+fn a_stopped_consumer_reports_exactly_what_it_missed() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = unique_name("stopped");
+    let _segment = SegmentGuard::new(&name);
+    let mut procs = Processes::new();
+    let producer = procs.spawn("paced-producer", child("paced-producer", &name));
+    procs.wait_for(producer, "CREATED");
+    const TOTAL: u64 = 20_000;
+    let mut cmd = child("parked", &name);
+    cmd.env(COUNT_VAR, TOTAL.to_string());
+    let consumer = procs.spawn("parked", cmd);
+    procs.wait_for(consumer, "OPENED");
+    procs.send(producer, "publish 100");
+    procs.take(producer, "PUBLISHED");
+    let pid = Pid::from_raw(procs.procs[consumer].child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    // Far more than the 64 KiB ring holds.
+    procs.send(producer, &format!("publish {}", TOTAL - 101));
+    procs.take(producer, "PUBLISHED");
+    kill(pid, Signal::SIGCONT).unwrap();
+    procs.send(producer, "publish 1");
+    procs.take(producer, "PUBLISHED");
+    let result = fields(&procs.wait_for(consumer, "RESULT"));
+    eprintln!("stopped consumer: {result:?}");
+    let get = |key| field(&result, key, "parked");
+    assert_eq!(get("received") + get("missed"), TOTAL);
+    assert!(get("missed") > MAX_RECORDS, "it was lapped while stopped");
+    assert_eq!((get("corrupt"), get("gaps")), (0, 0));
     procs.send(producer, "end");
     procs.wait_all_ok();
 }

@@ -163,9 +163,13 @@ fn park_model(consumers: usize, count: u64) {
                     let mut st = ring.join(StartAt::Beginning).unwrap();
                     let mut buf = Vec::new();
                     for expected in 1..=count {
-                        let seq = wait_for(WaitStrategy::Block, heap.wake_words(), None, || {
-                            ring.read_to_vec(&mut st, &mut buf)
-                        })
+                        let seq = wait_for(
+                            WaitStrategy::Block,
+                            heap.wake_words(),
+                            None,
+                            || ring.read_to_vec(&mut st, &mut buf),
+                            || None,
+                        )
                         .unwrap();
                         assert_eq!(seq, expected);
                         assert_eq!(buf, payload(seq, 8));

@@ -391,6 +391,7 @@ fn blocking_readers_are_woken_for_every_burst() {
                         heap.wake_words(),
                         Some(deadline),
                         || ring.read_to_vec(&mut st, &mut buf),
+                        || None,
                     )
                     .unwrap_or_else(|e| panic!("waiting for {expected}: {e:?}"));
                     assert_eq!(seq, expected, "a 64 KiB ring holds every burst");

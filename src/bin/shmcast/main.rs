@@ -287,16 +287,23 @@ fn tail(args: TailArgs) -> Result<()> {
                     writeln!(out, "lagged={missed}")?;
                 }
             }
-            Err(RecvError::Timeout) => {
+            // The stream is over: everything published was read and nothing more will come
+            // (or not within --timeout). Falling short of --count is the only failure.
+            Err(e @ (RecvError::Timeout | RecvError::ProducerGone { .. })) => {
+                let why = match e {
+                    RecvError::Timeout => format!(
+                        "timed out after {} s without a message",
+                        args.timeout.unwrap_or_default().as_secs_f64()
+                    ),
+                    gone => gone.to_string(),
+                };
                 break match args.count {
                     Some(n) => Err(format!(
-                        "timed out after {} s without a message: received {} and lagged {} of {n}",
-                        args.timeout.unwrap_or_default().as_secs_f64(),
-                        totals.received,
-                        totals.lagged
+                        "{why}: received {} and lagged {} of {n}",
+                        totals.received, totals.lagged
                     )),
                     None => Ok(()),
-                }
+                };
             }
             Err(e) => break Err(e.to_string()),
         }

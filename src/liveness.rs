@@ -1,0 +1,75 @@
+//! Producer liveness: the lock a producer holds on its segment for as long as it lives
+//! (docs/LAYOUT.md, "Producer liveness"), how others test it, and the safe removal of a segment
+//! whose producer died.
+//!
+//! The lock is an open-file-description lock (`fcntl(F_OFD_SETLK)`), a write lock on byte 0 of
+//! the file. The kernel releases it when the producer's descriptor is closed, however the
+//! process ends (kill -9 included), so it cannot be fooled by a reused PID. Testing it
+//! (`F_OFD_GETLK`) acquires nothing, so a reader checking liveness never disturbs the producer,
+//! and it works on a read-only descriptor.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod ofd {
+    use super::*;
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::libc;
+
+    fn byte_zero(l_type: libc::c_int) -> libc::flock {
+        // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = l_type as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_start = 0;
+        lock.l_len = 1;
+        lock
+    }
+
+    pub(super) fn try_lock(file: &File) -> io::Result<bool> {
+        match fcntl(
+            file.as_raw_fd(),
+            FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_WRLCK)),
+        ) {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn is_locked(file: &File) -> io::Result<bool> {
+        let mut lock = byte_zero(libc::F_WRLCK);
+        fcntl(file.as_raw_fd(), FcntlArg::F_OFD_GETLK(&mut lock))?;
+        Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+    }
+}
+
+/// Takes the producer lock on `file` (opened for writing). `false` if another open file
+/// description holds it.
+pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return ofd::try_lock(file);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return Ok(true);
+}
+
+/// Whether some open file description other than `file`'s holds the producer lock: the
+/// producer is alive. Without OFD locks (not Linux) every producer counts as alive.
+pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return ofd::is_locked(file);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return Ok(true);
+}
+
+/// Whether `file` is still the file at `path` (same device and inode): `false` once the segment
+/// was removed, or removed and created again.
+pub(crate) fn still_at(file: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}

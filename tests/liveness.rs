@@ -1,0 +1,161 @@
+//! Producer liveness in one process: the producer lock, one producer per segment, replacing a
+//! dead producer's segment, and blocking reads that end when the producer is gone.
+//! (Killing a producer process with SIGKILL is in `tests/multiprocess.rs`.)
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmcast::wait::LIVENESS_INTERVAL;
+use shmcast::{Error, Publisher, RecvError, StartAt, Subscriber, WaitStrategy};
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "/shmcast-live-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn shm_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/shm{name}"))
+}
+
+/// Removes the segment when the test ends, however it ends.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(shm_path(&self.0));
+    }
+}
+
+#[test]
+fn a_second_producer_on_a_live_segment_is_refused_with_the_owners_pid() {
+    let name = unique("second");
+    let _cleanup = Cleanup(name.clone());
+    let mut first = Publisher::create(&name).unwrap();
+    first.publish(b"kept").unwrap();
+    match Publisher::create(&name) {
+        Err(Error::ProducerAlive { path, pid }) => {
+            assert_eq!(path, shm_path(&name));
+            assert_eq!(pid, u64::from(std::process::id()));
+            let message = Error::ProducerAlive { path, pid }.to_string();
+            assert!(message.contains("live producer (pid "), "{message}");
+        }
+        other => panic!("expected ProducerAlive, got {other:?}"),
+    }
+    // The live segment was not touched.
+    let mut sub = Subscriber::open(&name, StartAt::Oldest).unwrap();
+    assert!(sub.producer_alive());
+    let mut buf = Vec::new();
+    assert_eq!(sub.try_recv(&mut buf), Ok(1));
+    assert_eq!(buf, b"kept");
+}
+
+#[test]
+fn a_dead_producers_segment_is_replaced_and_its_readers_are_told() {
+    let name = unique("replace");
+    let _cleanup = Cleanup(name.clone());
+    let mut old = Publisher::options()
+        .unlink_on_drop(false)
+        .create(&name)
+        .unwrap();
+    let mut reader = Subscriber::open(&name, StartAt::Beginning).unwrap();
+    old.publish(b"last words").unwrap();
+    assert!(reader.producer_alive());
+    drop(old); // the lock goes with it, as it would with the process
+    assert!(!reader.producer_alive());
+
+    let mut new = Publisher::options()
+        .capacity(1 << 16)
+        .create(&name)
+        .unwrap();
+    assert_eq!(new.next_seq(), 1, "a replacement starts a new stream");
+    new.publish(b"hello again").unwrap();
+
+    // The old reader first gets what the dead producer published, then learns it is gone and
+    // that the name now holds another segment.
+    let mut buf = Vec::new();
+    assert_eq!(reader.recv(&mut buf), Ok(1));
+    assert_eq!(buf, b"last words");
+    assert_eq!(
+        reader.recv(&mut buf),
+        Err(RecvError::ProducerGone { replaced: true })
+    );
+    // Opening the name again follows the new producer.
+    let mut follower = Subscriber::open(&name, StartAt::Beginning).unwrap();
+    assert!(follower.producer_alive());
+    assert_eq!(follower.capacity(), 1 << 16);
+    assert_eq!(follower.recv(&mut buf), Ok(1));
+    assert_eq!(buf, b"hello again");
+}
+
+#[test]
+fn replacing_can_be_turned_off_and_foreign_files_are_never_replaced() {
+    let name = unique("keep");
+    let _cleanup = Cleanup(name.clone());
+    drop(
+        Publisher::options()
+            .unlink_on_drop(false)
+            .create(&name)
+            .unwrap(),
+    );
+    let refused = Publisher::options().replace_stale(false).create(&name);
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { .. })),
+        "{refused:?}"
+    );
+    assert!(shm_path(&name).exists());
+
+    let foreign = unique("foreign");
+    let _cleanup_foreign = Cleanup(foreign.clone());
+    std::fs::write(shm_path(&foreign), b"not a segment").unwrap();
+    let refused = Publisher::create(&foreign);
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(std::fs::read(shm_path(&foreign)).unwrap(), b"not a segment");
+}
+
+#[test]
+fn blocking_reads_end_soon_after_the_producer_is_gone_with_every_strategy() {
+    for strategy in [
+        WaitStrategy::Spin,
+        WaitStrategy::Yield,
+        WaitStrategy::Backoff,
+        WaitStrategy::Block,
+    ] {
+        let name = unique("gone");
+        let _cleanup = Cleanup(name.clone());
+        let mut publisher = Publisher::create(&name).unwrap();
+        let mut reader = Subscriber::open(&name, StartAt::Next).unwrap();
+        reader.set_wait_strategy(strategy);
+        let waiting = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let first = reader.recv(&mut buf);
+            let started = Instant::now();
+            let second = reader.recv_timeout(&mut buf, Duration::from_secs(30));
+            (first, second, started.elapsed())
+        });
+        publisher.publish(b"one").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let dropped = Instant::now();
+        drop(publisher); // removes the name too (unlink_on_drop): gone, not replaced
+        let (first, second, waited) = waiting.join().unwrap();
+        assert_eq!(first, Ok(1), "{strategy}");
+        assert_eq!(
+            second,
+            Err(RecvError::ProducerGone { replaced: false }),
+            "{strategy}"
+        );
+        // Checked every LIVENESS_INTERVAL; allow a loaded machine plenty of slack.
+        let after_drop = dropped.elapsed();
+        assert!(
+            after_drop < 10 * LIVENESS_INTERVAL,
+            "{strategy}: took {after_drop:?} to notice (waited {waited:?})"
+        );
+    }
+}
