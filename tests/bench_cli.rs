@@ -101,11 +101,16 @@ fn quick_json_run_reports_every_measurement() {
     let mut latency = BTreeSet::new();
     let mut throughput = BTreeSet::new();
     let mut producer_consumers = BTreeSet::new();
+    let mut waiting = Vec::new();
     for v in &results {
         let transport = text(v, "transport");
         let metric = text(v, "metric");
-        positive(v, "size");
         assert!(v.get("pinned").and_then(Value::as_bool).is_some(), "{v}");
+        if metric == "wake_latency" || metric == "idle_cpu" {
+            waiting.push(v.clone());
+            continue;
+        }
+        positive(v, "size");
         match metric.as_str() {
             "latency" => {
                 for key in ["p50_ns", "p99_ns", "p999_ns", "max_ns", "samples"] {
@@ -132,6 +137,9 @@ fn quick_json_run_reports_every_measurement() {
                     "producer" => {
                         assert_eq!(transport, "shm");
                         producer_consumers.insert(v["consumers"].as_u64().expect("consumers"));
+                        // Busy-spinning consumers never park; the count is there either way.
+                        assert!(v["wakeups"].as_u64().is_some(), "{v}");
+                        assert_eq!(text(v, "wait"), "spin", "{v}");
                     }
                     other => panic!("unknown side {other:?} in {v}"),
                 }
@@ -153,6 +161,123 @@ fn quick_json_run_reports_every_measurement() {
         );
     }
     assert_eq!(producer_consumers, BTreeSet::from([0, 1, 2]));
+    // The default run includes the wake and idle parts.
+    check_wake_and_idle(&waiting, "block");
+}
+
+/// Checks the rows of the wake and idle parts: one shm (waiting with `wait`) and one UDS
+/// wake-up latency row with ordered percentiles, and one idle-CPU row per strategy.
+fn check_wake_and_idle(rows: &[Value], wait: &str) {
+    let mut wake = BTreeSet::new();
+    let mut idle = Vec::new();
+    for v in rows {
+        assert!(v.get("pinned").and_then(Value::as_bool).is_some(), "{v}");
+        match text(v, "metric").as_str() {
+            "wake_latency" => {
+                positive(v, "size");
+                assert_eq!(text(v, "method"), "timestamp", "{v}");
+                for key in ["p50_ns", "p99_ns", "p999_ns", "max_ns", "samples"] {
+                    positive(v, key);
+                }
+                let p = |k: &str| v[k].as_f64().unwrap();
+                assert!(p("p50_ns") <= p("p99_ns"), "{v}");
+                assert!(
+                    p("p99_ns") <= p("p999_ns") && p("p999_ns") <= p("max_ns"),
+                    "{v}"
+                );
+                assert!(
+                    p("gap_min_ns") >= 1e6 && p("gap_max_ns") >= p("gap_min_ns"),
+                    "{v}"
+                );
+                let transport = text(v, "transport");
+                if transport == "shm" {
+                    assert_eq!(text(v, "wait"), wait, "{v}");
+                    assert_eq!(text(v, "reader"), "rust", "{v}");
+                    positive(v, "p50_vs_uds");
+                    positive(v, "p99_vs_uds");
+                    let wakeups = v["wakeups"].as_u64().expect("wakeups");
+                    let lagged = v["lagged"].as_u64().expect("lagged");
+                    assert!(wakeups <= p("samples") as u64 + lagged, "{v}");
+                } else {
+                    assert_eq!(transport, "uds-stream", "{v}");
+                    assert_eq!(text(v, "wait"), "block", "{v}");
+                }
+                wake.insert(transport);
+            }
+            "idle_cpu" => {
+                assert_eq!(text(v, "transport"), "shm", "{v}");
+                positive(v, "interval_ns");
+                let cpu = v["cpu_percent"].as_f64().expect("cpu_percent");
+                assert!(cpu.is_finite() && cpu >= 0.0, "{v}");
+                assert!(v["cpu_ns"].as_u64().is_some(), "{v}");
+                assert!(v["context_switches"].as_u64().is_some(), "{v}");
+                assert!(v["can_park"].as_bool().is_some(), "{v}");
+                idle.push(text(v, "wait"));
+            }
+            other => panic!("unexpected metric {other:?} in {v}"),
+        }
+    }
+    assert_eq!(
+        wake,
+        BTreeSet::from(["shm".to_owned(), "uds-stream".to_owned()])
+    );
+    assert_eq!(idle, ["spin", "yield", "backoff", "block"]);
+}
+
+#[test]
+fn wake_and_idle_parts_report_json() {
+    let (output, pid) = shmcast(
+        &["bench", "--quick", "--json", "--only", "wake,idle"],
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
+    check_wake_and_idle(&lines(&output), "block");
+}
+
+#[test]
+fn wait_flag_reaches_the_shm_readers() {
+    let (output, pid) = shmcast(
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--wait",
+            "backoff",
+            "--only",
+            "latency,producer,wake",
+            "--samples",
+            "2000",
+            "--socket-samples",
+            "200",
+        ],
+        Duration::from_secs(300),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
+    let results = lines(&output);
+    let shm: Vec<&Value> = results.iter().filter(|v| v["transport"] == "shm").collect();
+    assert!(
+        shm.iter().any(|v| v["metric"] == "latency")
+            && shm.iter().any(|v| v["side"] == "producer")
+            && shm.iter().any(|v| v["metric"] == "wake_latency"),
+        "{results:?}"
+    );
+    for v in shm {
+        assert_eq!(text(v, "wait"), "backoff", "{v}");
+        if v["metric"] != "wake_latency" {
+            assert_eq!(text(v, "recv"), "recv_into_until", "{v}");
+        }
+    }
+    // Sockets are not affected.
+    for v in results.iter().filter(|v| v["transport"] == "uds-stream") {
+        assert_eq!(text(v, "wait"), "block", "{v}");
+    }
+
+    let (output, _) = shmcast(&["bench", "--wait", "busy"], Duration::from_secs(60));
+    assert_eq!(output.status.code(), Some(2));
 }
 
 #[test]

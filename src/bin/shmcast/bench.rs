@@ -12,12 +12,17 @@
 //!   0, 1 and N consumers.
 //! - [`transports`]: the same ping-pong and throughput over a UDS stream, a UDS seqpacket socket
 //!   and a pair of pipes, with the same payloads and the same 4-byte length framing.
+//! - [`idle`]: the CPU time of an idle subscriber with each wait strategy.
 //! - [`report`]: JSON lines or tables.
+//!
+//! The wake-up latency part (`--only wake`) is [`shm::wake`] against [`transports::wake`], in
+//! interleaved slices.
 //!
 //! The machinery shared by all of them (pinning, peers, deadlines, segment cleanup) is in
 //! [`sys`] and [`peer`]; payloads and the checksum in [`payload`].
 
 mod floor;
+mod idle;
 mod payload;
 mod peer;
 mod report;
@@ -29,8 +34,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use shmcast::WaitStrategy;
 
-use report::{LatencyRow, Method, PublishRow, Reporter, Row, ThroughputRow};
+use report::{IdleRow, LatencyRow, Method, PublishRow, Reporter, Row, ThroughputRow, WakeRow};
 use sys::Ctx;
 use transports::Transport;
 
@@ -74,6 +80,11 @@ pub struct BenchArgs {
     /// Run only these parts.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Option<Vec<Part>>,
+    /// How the Rust shm readers wait: spin, yield, backoff or block, in the library's
+    /// `recv_into_until` [default: the harness's own busy-poll of `try_recv_into` for the
+    /// latency, timestamp, throughput and producer parts; block for the wake part].
+    #[arg(long, value_name = "STRATEGY")]
+    wait: Option<WaitStrategy>,
     /// Ping-pong samples per size for the floor and shmcast [default: 200000; --quick: 50000].
     #[arg(long)]
     samples: Option<usize>,
@@ -111,7 +122,18 @@ enum Part {
     Throughput,
     /// Publish rate with 0, 1 and N consumers.
     Producer,
+    /// Wake-up latency of an idle reader: shm against a blocking UDS stream reader.
+    Wake,
+    /// CPU used by an idle subscriber with each wait strategy.
+    Idle,
 }
+
+/// The pauses before each message of the wake-up latency part: long enough for a reader to
+/// have gone to sleep (a `block` subscriber parks within microseconds; a VM's idle vCPU halts
+/// after at most a few hundred), random within the range so that sends do not lock on to the
+/// scheduler tick.
+const WAKE_GAP_MIN: Duration = Duration::from_millis(1);
+const WAKE_GAP_MAX: Duration = Duration::from_micros(1500);
 
 /// How many samples and messages each measurement uses.
 struct Plan {
@@ -129,6 +151,10 @@ struct Plan {
     producer_max_bytes: u64,
     /// Rounds of the publish-rate measurement (the median is reported).
     producer_rounds: usize,
+    /// Wake-up latency: measured messages per transport.
+    wake_samples: usize,
+    /// How long each idle subscriber waits.
+    idle_interval: Duration,
 }
 
 impl Plan {
@@ -160,6 +186,8 @@ impl Plan {
             producer_max_messages: pick(5_000_000, 1_000_000),
             producer_max_bytes: pick(2 << 30, 128 << 20),
             producer_rounds: pick(3, 1) as usize,
+            wake_samples: pick(2_000, 200) as usize,
+            idle_interval: Duration::from_millis(pick(1_000, 250)),
         }
     }
 
@@ -199,7 +227,9 @@ fn measure(args: &BenchArgs) -> Result<()> {
     let ctx = Ctx::new(args.cpus.as_deref(), args.timeout, args.capacity)?;
     let wants = |part: Part| args.only.as_ref().is_none_or(|o| o.contains(&part));
     let go_reader = match args.consumer {
-        ConsumerKind::Go if wants(Part::Timestamp) || wants(Part::Throughput) => {
+        ConsumerKind::Go
+            if wants(Part::Timestamp) || wants(Part::Throughput) || wants(Part::Wake) =>
+        {
             Some(shm::GoReader::locate(args.go_reader.as_deref())?)
         }
         _ => None,
@@ -228,19 +258,27 @@ fn measure(args: &BenchArgs) -> Result<()> {
                 if wants(Part::Floor) {
                     floor_samples.extend(floor::run(&ctx, per, Plan::warmup(per))?);
                 }
-                shm_samples.extend(shm::pingpong(&ctx, size, per, Plan::warmup(per))?);
+                shm_samples.extend(shm::pingpong(
+                    &ctx,
+                    size,
+                    per,
+                    Plan::warmup(per),
+                    args.wait,
+                )?);
             }
             if wants(Part::Floor) {
                 rows.push(out.emit(floor_row(&floor_samples, Some(size)))?);
             }
-            rows.push(out.emit(Row::Latency(LatencyRow::new(
+            let mut shm_row = LatencyRow::new(
                 "shm",
                 size,
                 Method::PingPongHalved,
                 Some("rust"),
-                Some("spin"),
+                Some(shm::wait_label(args.wait)),
                 &shm_samples,
-            )))?);
+            );
+            shm_row.recv_call = args.wait.is_some();
+            rows.push(out.emit(Row::Latency(shm_row))?);
             let mut waits = vec![false];
             if args.spin_sockets {
                 waits.push(true);
@@ -269,7 +307,7 @@ fn measure(args: &BenchArgs) -> Result<()> {
                 readers.push(shm::Reader::Go(go));
             }
             for reader in readers {
-                let row = shm::timestamp(&ctx, reader, size, plan.timestamp_messages)?;
+                let row = shm::timestamp(&ctx, reader, size, plan.timestamp_messages, args.wait)?;
                 rows.push(out.emit(Row::Latency(row))?);
             }
         }
@@ -282,7 +320,7 @@ fn measure(args: &BenchArgs) -> Result<()> {
                 readers.push(shm::Reader::Go(go));
             }
             for reader in readers {
-                let row: ThroughputRow = shm::throughput(&ctx, reader, size, count)?;
+                let row: ThroughputRow = shm::throughput(&ctx, reader, size, count, args.wait)?;
                 rows.push(out.emit(Row::Throughput(row))?);
             }
             let count = Plan::messages(plan.socket_max_messages, plan.socket_max_bytes, size);
@@ -307,7 +345,7 @@ fn measure(args: &BenchArgs) -> Result<()> {
             let mut runs: Vec<Vec<PublishRow>> = configs.iter().map(|_| Vec::new()).collect();
             for _ in 0..plan.producer_rounds {
                 for (i, &consumers) in configs.iter().enumerate() {
-                    runs[i].push(shm::publish_rate(&ctx, size, count, consumers)?);
+                    runs[i].push(shm::publish_rate(&ctx, size, count, consumers, args.wait)?);
                 }
             }
             let mut none = None;
@@ -328,7 +366,99 @@ fn measure(args: &BenchArgs) -> Result<()> {
             }
         }
     }
+    if wants(Part::Wake) {
+        let size = plan.sizes.iter().copied().min().unwrap_or(64);
+        let wait = args.wait.unwrap_or(WaitStrategy::Block);
+        for row in wake(&ctx, size, plan.wake_samples, wait, go_reader.as_ref())? {
+            rows.push(out.emit(Row::Wake(row))?);
+        }
+    }
+    if wants(Part::Idle) {
+        for wait in idle::STRATEGIES {
+            let row: IdleRow = idle::measure(&ctx, wait, plan.idle_interval)?;
+            rows.push(out.emit(Row::Idle(row))?);
+        }
+    }
     out.finish(&rows)
+}
+
+/// The wake-up latency part: `samples` messages to an idle shm subscriber waiting with `wait`
+/// and as many to a blocking UDS stream reader, in interleaved slices (shm, UDS, shm, UDS, …,
+/// each with its own reader process) so that both see the same moods of the machine, each
+/// slice pair with the same sequence of pauses; then, with `go`, as many to the Go reader in one
+/// run. Returns the shm row(s) (with their ratios to UDS) and the UDS row.
+fn wake(
+    ctx: &sys::Ctx,
+    size: usize,
+    samples: usize,
+    wait: WaitStrategy,
+    go: Option<&shm::GoReader>,
+) -> Result<Vec<WakeRow>> {
+    let slices = if samples >= 1000 { 4 } else { 1 };
+    let per = samples.div_ceil(slices);
+    let mut shm_all = shm::WakeSamples {
+        latencies: Vec::with_capacity(samples),
+        lagged: 0,
+        wakeups: Some(0),
+    };
+    let mut uds_all = Vec::with_capacity(samples);
+    for slice in 0..slices {
+        let n = per.min(samples - slice * per);
+        let gaps = || sys::Gaps::new(slice as u64, WAKE_GAP_MIN, WAKE_GAP_MAX);
+        let s = shm::wake(ctx, size, n, wait, &mut gaps())?;
+        shm_all.latencies.extend(s.latencies);
+        shm_all.lagged += s.lagged;
+        shm_all.wakeups = shm_all.wakeups.zip(s.wakeups).map(|(a, b)| a + b);
+        let u = transports::wake(ctx, Transport::UdsStream, size, n, &mut gaps())?;
+        uds_all.extend(u.latencies);
+    }
+    let shm = report::Summary::of(&shm_all.latencies, 1.0);
+    let uds = report::Summary::of(&uds_all, 1.0);
+    let row = |transport, reader, wait, summary, lagged, wakeups, vs| WakeRow {
+        transport,
+        size,
+        reader,
+        wait,
+        summary,
+        lagged,
+        gap_min_ns: sys::nanos(WAKE_GAP_MIN),
+        gap_max_ns: sys::nanos(WAKE_GAP_MAX),
+        wakeups,
+        uds: vs,
+    };
+    let vs_uds = Some((uds.p50, uds.p99));
+    let mut rows = vec![row(
+        "shm",
+        Some("rust"),
+        wait.name(),
+        shm,
+        Some(shm_all.lagged),
+        shm_all.wakeups,
+        vs_uds,
+    )];
+    if let Some(go) = go {
+        let mut gaps = sys::Gaps::new(slices as u64, WAKE_GAP_MIN, WAKE_GAP_MAX);
+        let (summary, lagged, wakeups) = shm::wake_go(ctx, go, size, samples, wait, &mut gaps)?;
+        rows.push(row(
+            "shm",
+            Some("go"),
+            wait.name(),
+            summary,
+            Some(lagged),
+            Some(wakeups),
+            vs_uds,
+        ));
+    }
+    rows.push(row(
+        Transport::UdsStream.label(),
+        None,
+        "block",
+        uds,
+        None,
+        None,
+        None,
+    ));
+    Ok(rows)
 }
 
 /// Runs the hidden `shmcast bench-peer` subcommand: the other side of one measurement.

@@ -16,10 +16,11 @@ use clap::ValueEnum;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use shmcast::WaitStrategy;
 
 use super::sys::{self, Ctx, Spinner};
 use super::transports::Transport;
-use super::{shm, transports, Result};
+use super::{idle, shm, transports, Result};
 
 /// What a peer does.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,10 +31,16 @@ pub enum Role {
     ShmConsume,
     /// Reads an shm segment and records, per message, now minus the timestamp inside it.
     ShmTimestamp,
+    /// Waits in `recv` on an shm segment where nothing is published, and reports the CPU time
+    /// it used.
+    ShmIdle,
     /// Reads each framed ping on a socket or pipe and writes the same-size reply.
     Pong,
     /// Reads framed messages on a socket or pipe, checksumming every payload.
     Consume,
+    /// Reads framed messages on a socket or pipe and records, per message, now minus the
+    /// timestamp inside it.
+    Timestamp,
 }
 
 /// Flags of the hidden `shmcast bench-peer` subcommand (set by the harness, not by people).
@@ -71,6 +78,16 @@ pub struct PeerArgs {
     /// Yield the CPU between polls (only one CPU).
     #[arg(long)]
     pub yield_idle: bool,
+    /// Wait for shm messages in the library's blocking call with this strategy (instead of
+    /// busy-polling `try_recv_into`).
+    #[arg(long)]
+    pub wait: Option<WaitStrategy>,
+    /// How long the idle subscriber waits, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Timestamp readers: also print every sample (`"latencies_ns"`).
+    #[arg(long)]
+    pub raw: bool,
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
@@ -117,8 +134,10 @@ pub fn run(args: PeerArgs) -> Result<()> {
         Role::ShmPong => shm::peer_pong(&args),
         Role::ShmConsume => shm::peer_consume(&args),
         Role::ShmTimestamp => shm::peer_timestamp(&args),
+        Role::ShmIdle => idle::peer(&args),
         Role::Pong => transports::peer_pong(&args),
         Role::Consume => transports::peer_consume(&args),
+        Role::Timestamp => transports::peer_timestamp(&args),
     }
 }
 

@@ -26,6 +26,16 @@ impl Method {
     }
 }
 
+/// The `"recv"` value of rows whose shm reader waited in its library's blocking call: the Rust
+/// `Subscriber::recv_into_until`, or the Go reader's `Reader.Read`.
+fn recv_call(reader: Option<&str>) -> &'static str {
+    if reader == Some("go") {
+        "Read"
+    } else {
+        "recv_into_until"
+    }
+}
+
 /// Percentiles of one-way latency, in nanoseconds.
 #[derive(Clone, Copy)]
 pub struct Summary {
@@ -72,6 +82,9 @@ pub struct LatencyRow {
     pub method: Method,
     pub reader: Option<&'static str>,
     pub wait: Option<&'static str>,
+    /// The shm reader waited in its library's blocking call (`--wait`: Rust
+    /// `recv_into_until`, Go `Read`), not in a busy-poll of the non-blocking read.
+    pub recv_call: bool,
     pub summary: Summary,
     /// Messages the reader missed (timestamp method).
     pub lagged: Option<u64>,
@@ -100,6 +113,7 @@ impl LatencyRow {
             method,
             reader,
             wait,
+            recv_call: false,
             summary: Summary::of(samples, divisor),
             lagged: None,
             paired_size: None,
@@ -113,6 +127,8 @@ pub struct ThroughputRow {
     pub size: usize,
     pub reader: Option<&'static str>,
     pub wait: &'static str,
+    /// See [`LatencyRow::recv_call`].
+    pub recv_call: bool,
     /// Messages the producer sent.
     pub sent: u64,
     pub received: u64,
@@ -126,6 +142,8 @@ pub struct ThroughputRow {
     pub capacity: Option<u64>,
     /// Polls that found nothing (Rust shm reader).
     pub empty_polls: Option<u64>,
+    /// `FUTEX_WAKE` calls of the producer (shm).
+    pub wakeups: Option<u64>,
 }
 
 /// One producer publish-rate result.
@@ -147,6 +165,39 @@ pub struct PublishRow {
     pub rounds: usize,
     pub min_msgs_per_s: f64,
     pub max_msgs_per_s: f64,
+    /// How the consumers wait, and whether in the library's blocking call.
+    pub wait: &'static str,
+    pub recv_call: bool,
+    /// `FUTEX_WAKE` calls the producer made in the reported round.
+    pub wakeups: u64,
+}
+
+/// One wake-up latency result: a receiver that is idle when each message arrives.
+pub struct WakeRow {
+    pub transport: &'static str,
+    pub size: usize,
+    pub reader: Option<&'static str>,
+    pub wait: &'static str,
+    pub summary: Summary,
+    pub lagged: Option<u64>,
+    /// The range of the pauses before each message, ns.
+    pub gap_min_ns: u64,
+    pub gap_max_ns: u64,
+    /// `FUTEX_WAKE` calls the producer made for the measured messages (shm).
+    pub wakeups: Option<u64>,
+    /// p50 and p99 of the blocking UDS stream reader in the same run (on the shm rows).
+    pub uds: Option<(f64, f64)>,
+}
+
+/// The CPU an idle subscriber used.
+pub struct IdleRow {
+    pub wait: &'static str,
+    pub cpu_ns: u64,
+    pub interval_ns: u64,
+    /// Percent of one core.
+    pub cpu_percent: f64,
+    pub context_switches: u64,
+    pub can_park: bool,
 }
 
 /// Any result.
@@ -154,6 +205,8 @@ pub enum Row {
     Latency(LatencyRow),
     Throughput(ThroughputRow),
     Publish(PublishRow),
+    Wake(WakeRow),
+    Idle(IdleRow),
 }
 
 /// Prints results as they come (`--json`) or as tables at the end.
@@ -276,6 +329,9 @@ impl Reporter {
                 if let Some(wait) = r.wait {
                     fields.push(("wait", json!(wait)));
                 }
+                if r.recv_call {
+                    fields.push(("recv", json!(recv_call(r.reader))));
+                }
                 let s = &r.summary;
                 fields.push(("p50_ns", ns(s.p50)));
                 fields.push(("p99_ns", ns(s.p99)));
@@ -310,6 +366,9 @@ impl Reporter {
                     fields.push(("reader", json!(reader)));
                 }
                 fields.push(("wait", json!(r.wait)));
+                if r.recv_call {
+                    fields.push(("recv", json!(recv_call(r.reader))));
+                }
                 fields.push(("msgs_per_s", rate(r.msgs_per_s)));
                 fields.push(("bytes_per_s", rate(r.bytes_per_s)));
                 fields.push(("sent", json!(r.sent)));
@@ -323,6 +382,9 @@ impl Reporter {
                 if let Some(e) = r.empty_polls {
                     fields.push(("empty_polls", json!(e)));
                 }
+                if let Some(w) = r.wakeups {
+                    fields.push(("wakeups", json!(w)));
+                }
             }
             Row::Publish(r) => {
                 fields.push(("transport", json!("shm")));
@@ -330,6 +392,10 @@ impl Reporter {
                 fields.push(("side", json!("producer")));
                 fields.push(("size", json!(r.size)));
                 fields.push(("consumers", json!(r.consumers)));
+                fields.push(("wait", json!(r.wait)));
+                if r.recv_call {
+                    fields.push(("recv", json!(recv_call(Some("rust")))));
+                }
                 fields.push(("msgs_per_s", rate(r.msgs_per_s)));
                 fields.push(("bytes_per_s", rate(r.bytes_per_s)));
                 fields.push(("ratio_to_none", json!(round3(r.ratio_to_none))));
@@ -341,6 +407,46 @@ impl Reporter {
                 fields.push(("consumer_lagged", json!(r.consumer_lagged)));
                 fields.push(("shared_cpu", json!(r.shared_cpu)));
                 fields.push(("capacity", json!(r.capacity)));
+                fields.push(("wakeups", json!(r.wakeups)));
+            }
+            Row::Wake(r) => {
+                fields.push(("transport", json!(r.transport)));
+                fields.push(("metric", json!("wake_latency")));
+                fields.push(("size", json!(r.size)));
+                fields.push(("method", json!(Method::Timestamp.label())));
+                if let Some(reader) = r.reader {
+                    fields.push(("reader", json!(reader)));
+                }
+                fields.push(("wait", json!(r.wait)));
+                let s = &r.summary;
+                fields.push(("p50_ns", ns(s.p50)));
+                fields.push(("p99_ns", ns(s.p99)));
+                fields.push(("p999_ns", ns(s.p999)));
+                fields.push(("max_ns", ns(s.max)));
+                fields.push(("samples", json!(s.samples)));
+                if let Some(lagged) = r.lagged {
+                    fields.push(("lagged", json!(lagged)));
+                }
+                fields.push(("gap_min_ns", json!(r.gap_min_ns)));
+                fields.push(("gap_max_ns", json!(r.gap_max_ns)));
+                if let Some(w) = r.wakeups {
+                    fields.push(("wakeups", json!(w)));
+                }
+                if let Some((p50, p99)) = r.uds.filter(|&(p50, p99)| p50 > 0.0 && p99 > 0.0) {
+                    fields.push(("p50_vs_uds", json!(round3(s.p50 / p50))));
+                    fields.push(("p99_vs_uds", json!(round3(s.p99 / p99))));
+                }
+            }
+            Row::Idle(r) => {
+                fields.push(("transport", json!("shm")));
+                fields.push(("metric", json!("idle_cpu")));
+                fields.push(("reader", json!("rust")));
+                fields.push(("wait", json!(r.wait)));
+                fields.push(("cpu_percent", json!(round3(r.cpu_percent))));
+                fields.push(("cpu_ns", json!(r.cpu_ns)));
+                fields.push(("interval_ns", json!(r.interval_ns)));
+                fields.push(("context_switches", json!(r.context_switches)));
+                fields.push(("can_park", json!(r.can_park)));
             }
         }
         if let Some(steal) = steal_ms {
@@ -366,6 +472,8 @@ impl Reporter {
         self.latency_tables(&mut out, rows)?;
         self.throughput_table(&mut out, rows)?;
         self.publish_table(&mut out, rows)?;
+        self.wake_table(&mut out, rows)?;
+        self.idle_table(&mut out, rows)?;
         if let (Some(start), Some(end)) = (self.steal_start, sys::steal_ms(&self.cpus)) {
             writeln!(
                 out,
@@ -443,7 +551,11 @@ impl Reporter {
             }
             for l in of_size {
                 let name = match (l.transport, l.method, l.reader, l.wait) {
+                    ("shm", Method::Timestamp, Some(r), _) if l.recv_call => {
+                        format!("shm, {r} reader, timestamp, recv {}", l.wait.unwrap_or("?"))
+                    }
                     ("shm", Method::Timestamp, Some(r), _) => format!("shm, {r} reader, timestamp"),
+                    ("shm", _, _, Some(w)) if l.recv_call => format!("shm, recv {w}"),
                     ("shm", _, _, _) => "shm, busy-spin".to_owned(),
                     (t, _, _, Some(w)) => {
                         format!(
@@ -495,6 +607,7 @@ impl Reporter {
                 .find(|u| u.size == t.size && u.transport == "uds-stream" && u.wait == "block")
                 .map(|u| u.msgs_per_s);
             let name = match t.reader {
+                Some(r) if t.recv_call => format!("{}, {r} reader, recv {}", t.transport, t.wait),
                 Some(r) => format!("{}, {r} reader", t.transport),
                 None => format!(
                     "{}, {}",
@@ -542,25 +655,33 @@ impl Reporter {
         if all.is_empty() {
             return Ok(());
         }
+        match all.iter().find(|p| p.recv_call) {
+            Some(p) => writeln!(
+                out,
+                "Producer publish rate with consumers in other processes waiting in recv ({})",
+                p.wait
+            )?,
+            None => writeln!(
+                out,
+                "Producer publish rate with consumers busy-reading in other processes"
+            )?,
+        }
         writeln!(
             out,
-            "Producer publish rate with consumers busy-reading in other processes"
-        )?;
-        writeln!(
-            out,
-            "  {:>6}  {:>9}  {:>12} {:>12} {:>9} {:>21} {:>14}",
+            "  {:>6}  {:>9}  {:>12} {:>12} {:>9} {:>21} {:>14} {:>8}",
             "size",
             "consumers",
             "msgs/s",
             "bytes/s",
             "vs none",
             "range of rounds",
-            "consumers lost"
+            "consumers lost",
+            "wakeups"
         )?;
         for p in &all {
             writeln!(
                 out,
-                "  {:>6}  {:>9}  {:>12} {:>12} {:>9.3} {:>21} {:>13.2}%",
+                "  {:>6}  {:>9}  {:>12} {:>12} {:>9.3} {:>21} {:>13.2}% {:>8}",
                 format!("{} B", p.size),
                 p.consumers,
                 fmt_rate(p.msgs_per_s),
@@ -572,13 +693,15 @@ impl Reporter {
                     fmt_rate(p.max_msgs_per_s)
                 ),
                 100.0 * fraction(p.consumer_lagged, p.sent * p.consumers as u64),
+                p.wakeups,
             )?;
         }
         if let Some(p) = all.first() {
             writeln!(
                 out,
                 "  each row: the median of {} rounds (configurations interleaved); vs none = \
-                 median / median with no consumer",
+                 median / median with no consumer; wakeups = FUTEX_WAKE calls of the producer in \
+                 that round (0: no system call, nobody was parked)",
                 p.rounds
             )?;
         }
@@ -602,6 +725,111 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    fn wake_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
+        let all: Vec<&WakeRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Wake(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = all.first() else {
+            return Ok(());
+        };
+        writeln!(
+            out,
+            "Wake-up latency of an idle receiver, {} B payload: one message every {}-{} (the \
+             receiver is asleep when it arrives); receive time - send time on CLOCK_REALTIME",
+            first.size,
+            fmt_ns(first.gap_min_ns as f64),
+            fmt_ns(first.gap_max_ns as f64),
+        )?;
+        writeln!(
+            out,
+            "  {:<40} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}",
+            "", "p50", "p99", "p99.9", "max", "samples", "p50/uds", "p99/uds", "wakeups"
+        )?;
+        for w in &all {
+            let name = match w.reader {
+                Some(r) => format!("{}, {r} reader, recv {}", w.transport, w.wait),
+                None if w.wait == "block" => format!("{}, blocking read", w.transport),
+                None => format!("{}, {}", w.transport, w.wait),
+            };
+            let s = &w.summary;
+            let (r50, r99) = match w.uds {
+                Some((p50, p99)) if p50 > 0.0 && p99 > 0.0 => {
+                    (format!("{:.2}", s.p50 / p50), format!("{:.2}", s.p99 / p99))
+                }
+                _ => ("-".to_owned(), "-".to_owned()),
+            };
+            writeln!(
+                out,
+                "  {:<40} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}",
+                name,
+                fmt_ns(s.p50),
+                fmt_ns(s.p99),
+                fmt_ns(s.p999),
+                fmt_ns(s.max),
+                s.samples,
+                r50,
+                r99,
+                w.wakeups.map_or("-".to_owned(), |n| n.to_string()),
+            )?;
+            if let Some(lagged) = w.lagged.filter(|&n| n > 0) {
+                writeln!(out, "      ({lagged} messages missed by that reader)")?;
+            }
+        }
+        writeln!(
+            out,
+            "  p50/uds, p99/uds = percentile / that of the blocking uds-stream reader (below 1: \
+             shm wakes faster); wakeups = FUTEX_WAKE calls of the producer for the measured \
+             messages\n"
+        )?;
+        Ok(())
+    }
+
+    fn idle_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
+        let all: Vec<&IdleRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Idle(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = all.first() else {
+            return Ok(());
+        };
+        writeln!(
+            out,
+            "CPU used by an idle subscriber process waiting in recv for {} on a segment where \
+             nothing is published",
+            fmt_ns(first.interval_ns as f64)
+        )?;
+        writeln!(
+            out,
+            "  {:<10} {:>12} {:>14} {:>17} {:>9}",
+            "wait", "CPU time", "% of one core", "context switches", "can park"
+        )?;
+        for i in &all {
+            writeln!(
+                out,
+                "  {:<10} {:>12} {:>13.3}% {:>17} {:>9}",
+                i.wait,
+                fmt_ns(i.cpu_ns as f64),
+                i.cpu_percent,
+                i.context_switches,
+                if i.can_park { "yes" } else { "no" },
+            )?;
+        }
+        writeln!(
+            out,
+            "  CPU time = user + system time (getrusage) of the subscriber over the wait\n"
+        )?;
+        Ok(())
+    }
+}
+
 /// The floor measured with `size` (interleaved with its shm ping-pong), else the first one.
 fn floor_for(floors: &[(Option<usize>, f64)], size: usize) -> Option<f64> {
     floors
@@ -614,7 +842,7 @@ fn floor_for(floors: &[(Option<usize>, f64)], size: usize) -> Option<f64> {
 fn latency_heading(out: &mut impl Write) -> Result<()> {
     writeln!(
         out,
-        "  {:<34} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8}",
+        "  {:<40} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8}",
         "", "p50", "p99", "p99.9", "max", "samples", "x floor", "uds/x"
     )?;
     Ok(())
@@ -633,7 +861,7 @@ fn latency_line(
     };
     writeln!(
         out,
-        "  {:<34} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8}",
+        "  {:<40} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8}",
         name,
         fmt_ns(s.p50),
         fmt_ns(s.p99),
@@ -648,6 +876,8 @@ fn latency_line(
 
 fn progress_label(row: &Row) -> String {
     match row {
+        Row::Wake(w) => format!("measured {} wake-up latency", w.transport),
+        Row::Idle(i) => format!("measured idle CPU, {}", i.wait),
         Row::Latency(l) => format!("measured {} {} B latency", l.transport, l.size),
         Row::Throughput(t) => format!("measured {} {} B throughput", t.transport, t.size),
         Row::Publish(p) => format!(

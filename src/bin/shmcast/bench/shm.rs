@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shmcast::{Publisher, RecvError, StartAt, Subscriber};
+use shmcast::{Publisher, Received, RecvError, StartAt, Subscriber, WaitStrategy};
 
 use super::payload::{checksum, counter, Payload};
 use super::peer::{say, Peer, PeerArgs, Role};
@@ -118,14 +118,22 @@ impl GoReader {
         Ok(reader)
     }
 
-    /// Starts the reader on `name`.
-    fn spawn(&self, ctx: &Ctx, name: &str, mode: &str, count: u64) -> Result<Peer> {
+    /// Starts the reader on `name`, waiting with `wait` (its `--wait`) if given.
+    fn spawn(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        mode: &str,
+        count: u64,
+        wait: Option<WaitStrategy>,
+    ) -> Result<Peer> {
         let mut cmd = Command::new(&self.path);
         cmd.arg(name)
             .arg("--mode")
             .arg(mode)
             .arg("--count")
-            .arg(count.to_string());
+            .arg(count.to_string())
+            .args(wait_args(wait));
         let cpu = ctx.peer_cpu(0);
         if let Some(cpu) = cpu {
             cmd.arg("--cpu").arg(cpu.to_string());
@@ -170,21 +178,86 @@ fn wait_attached(ctx: &Ctx, peer: &mut Peer, name: &str) -> Result<()> {
     }
 }
 
-/// Copies the next message into `buf`, busy-spinning while there is none. `Lagged` is returned
-/// to the caller.
-#[inline(always)]
-fn spin_recv(
-    sub: &mut Subscriber,
-    buf: &mut [u8],
-    spin: &mut Spinner,
-) -> Result<shmcast::Received> {
-    loop {
-        match sub.try_recv_into(buf) {
-            Ok(r) => return Ok(r),
-            Err(RecvError::Empty) => spin.idle()?,
-            Err(e) => return Err(e.into()),
+/// How long one blocking call of a [`Waiter`] may wait before it looks at the run's deadline
+/// and at interruption.
+const BLOCKING_SLICE: Duration = Duration::from_millis(100);
+
+/// How a Rust shm reader of the harness (or of a peer) waits for its next message: busy-polling
+/// `try_recv_into` back to back (the default), or, with `--wait`, the library's blocking
+/// `recv_into_until` with the subscriber's [`WaitStrategy`], in slices of at most
+/// [`BLOCKING_SLICE`] so that the run's deadline and an interruption are noticed.
+pub struct Waiter {
+    blocking: bool,
+    spin: Spinner,
+    /// Polls that found nothing (busy-polling only).
+    pub empty: u64,
+}
+
+impl Waiter {
+    /// A waiter for `sub`; `wait` (if any) becomes the subscriber's strategy.
+    pub fn new(sub: &mut Subscriber, wait: Option<WaitStrategy>, spin: Spinner) -> Waiter {
+        if let Some(strategy) = wait {
+            sub.set_wait_strategy(strategy);
+        }
+        Waiter {
+            blocking: wait.is_some(),
+            spin,
+            empty: 0,
         }
     }
+
+    /// Copies the next message into `buf`: `Ok(Ok(received))`, or `Ok(Err(missed))` when
+    /// messages were lost to a lap.
+    #[inline(always)]
+    pub fn recv(
+        &mut self,
+        sub: &mut Subscriber,
+        buf: &mut [u8],
+    ) -> Result<std::result::Result<Received, u64>> {
+        if self.blocking {
+            return self.recv_blocking(sub, buf);
+        }
+        loop {
+            match sub.try_recv_into(buf) {
+                Ok(r) => return Ok(Ok(r)),
+                Err(RecvError::Empty) => {
+                    self.empty += 1;
+                    self.spin.idle()?;
+                }
+                Err(RecvError::Lagged { missed }) => return Ok(Err(missed)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn recv_blocking(
+        &mut self,
+        sub: &mut Subscriber,
+        buf: &mut [u8],
+    ) -> Result<std::result::Result<Received, u64>> {
+        loop {
+            match sub.recv_into_until(buf, Some(Instant::now() + BLOCKING_SLICE)) {
+                Ok(r) => return Ok(Ok(r)),
+                Err(RecvError::Timeout) => self.spin.check()?,
+                Err(RecvError::Lagged { missed }) => return Ok(Err(missed)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Like [`Waiter::recv`], but a lost message is an error (ping-pong never laps).
+    #[inline(always)]
+    fn recv_all(&mut self, sub: &mut Subscriber, buf: &mut [u8]) -> Result<Received> {
+        match self.recv(sub, buf)? {
+            Ok(r) => Ok(r),
+            Err(missed) => Err(format!("lagged: {missed} messages were overwritten").into()),
+        }
+    }
+}
+
+/// The `"wait"` label of a Rust shm reader's rows: its strategy, or `spin` for the busy-poll.
+pub fn wait_label(wait: Option<WaitStrategy>) -> &'static str {
+    wait.map_or("spin", WaitStrategy::name)
 }
 
 fn create(name: &str, capacity: u64) -> Result<Publisher> {
@@ -206,33 +279,42 @@ fn field_f64(v: &Value, key: &str, who: &str) -> Result<f64> {
 // ------------------------------------------------------------------------------- ping-pong
 
 /// Ping-pong over two segments: the harness publishes message `k` on *ping*, the peer busy-spins
-/// on *ping*, copies it out, checks its checksum, and publishes a reply of the same size on
-/// *pong*; the harness busy-spins on *pong*, copies and checks the reply. Returns the last
+/// on *ping* (or waits with `wait`), copies it out, checks its checksum, and publishes a reply
+/// of the same size on *pong*; the harness busy-spins on *pong* (or waits with `wait`), copies
+/// and checks the reply. Returns the last
 /// `samples` round-trip times in ns (one clock read per round trip, taken after the reply was
 /// checked), after discarded warm-up round trips: `warmup`, and at least two laps of the ring
 /// (so the first-touch page faults of both mappings are not measured).
-pub fn pingpong(ctx: &Ctx, size: usize, samples: usize, warmup: usize) -> Result<Vec<u64>> {
+pub fn pingpong(
+    ctx: &Ctx,
+    size: usize,
+    samples: usize,
+    warmup: usize,
+    wait: Option<WaitStrategy>,
+) -> Result<Vec<u64>> {
     let lap = LATENCY_CAPACITY / shmcast::layout::record_span(size as u64);
     let warmup = warmup.max(usize::try_from(2 * lap).unwrap_or(usize::MAX));
     let total = (warmup + samples) as u64;
     let ping_name = sys::segment_name("ping");
     let pong_name = sys::segment_name("pong");
     let mut publisher = create(&ping_name, LATENCY_CAPACITY)?;
+    let mut args = vec![
+        "--read".into(),
+        ping_name.clone(),
+        "--reply".into(),
+        pong_name.clone(),
+        "--size".into(),
+        size.to_string(),
+        "--count".into(),
+        total.to_string(),
+    ];
+    args.extend(wait_args(wait));
     let mut peer = Peer::bench_peer(
         ctx,
         "the shm pong peer",
         ctx.peer_cpu(0),
         Role::ShmPong,
-        &[
-            "--read".into(),
-            ping_name.clone(),
-            "--reply".into(),
-            pong_name.clone(),
-            "--size".into(),
-            size.to_string(),
-            "--count".into(),
-            total.to_string(),
-        ],
+        &args,
         &[],
     )?;
     peer.expect_ready()?;
@@ -240,14 +322,15 @@ pub fn pingpong(ctx: &Ctx, size: usize, samples: usize, warmup: usize) -> Result
     let mut payload = Payload::new(size);
     let mut buf = vec![0u8; size];
     let mut rtts = Vec::with_capacity(samples);
-    let mut spin = Spinner::new(ctx.deadline(), ctx.yield_idle, "the shm pong peer");
+    let spin = Spinner::new(ctx.deadline(), ctx.yield_idle, "the shm pong peer");
+    let mut waiter = Waiter::new(&mut sub, wait, spin);
     let mut bad = 0u64;
     let warmup = warmup as u64;
     let mut prev = Instant::now();
     for k in 0..total {
         payload.stamp(k);
         publisher.publish(payload.bytes())?;
-        let r = spin_recv(&mut sub, &mut buf, &mut spin)?;
+        let r = waiter.recv_all(&mut sub, &mut buf)?;
         bad += u64::from(r.len != size || checksum(&buf[..r.len]) != payload.expected(k));
         let now = Instant::now();
         if k >= warmup {
@@ -276,11 +359,11 @@ pub fn peer_pong(args: &PeerArgs) -> Result<()> {
     let mut publisher = create(reply, LATENCY_CAPACITY)?;
     let mut payload = Payload::new(args.size);
     let mut buf = vec![0u8; args.size];
-    let mut spin = args.spinner("the harness's ping");
+    let mut waiter = Waiter::new(&mut sub, args.wait, args.spinner("the harness's ping"));
     say("ready")?;
     let mut bad = 0u64;
     for k in 0..args.count {
-        let r = spin_recv(&mut sub, &mut buf, &mut spin)?;
+        let r = waiter.recv_all(&mut sub, &mut buf)?;
         bad += u64::from(r.len != args.size || checksum(&buf[..r.len]) != payload.expected(k));
         payload.stamp(k);
         publisher.publish(payload.bytes())?;
@@ -290,35 +373,80 @@ pub fn peer_pong(args: &PeerArgs) -> Result<()> {
 
 // ------------------------------------------------------------------------------- timestamps
 
+/// `--wait NAME` for a peer, when a strategy was chosen.
+fn wait_args(wait: Option<WaitStrategy>) -> Vec<String> {
+    wait.map(|w| vec!["--wait".to_owned(), w.name().to_owned()])
+        .unwrap_or_default()
+}
+
+/// Starts the Rust timestamp reader on `name` and waits until it is ready.
+fn timestamp_reader(
+    ctx: &Ctx,
+    name: &str,
+    size: usize,
+    count: u64,
+    wait: Option<WaitStrategy>,
+    raw: bool,
+) -> Result<Peer> {
+    let mut args = vec![
+        "--read".into(),
+        name.to_owned(),
+        "--size".into(),
+        size.to_string(),
+        "--count".into(),
+        count.to_string(),
+    ];
+    args.extend(wait_args(wait));
+    if raw {
+        args.push("--raw".into());
+    }
+    let mut peer = Peer::bench_peer(
+        ctx,
+        "the shm timestamp reader",
+        ctx.peer_cpu(0),
+        Role::ShmTimestamp,
+        &args,
+        &[],
+    )?;
+    peer.expect_ready()?;
+    Ok(peer)
+}
+
+/// Checks a timestamp reader's result: no bad checksum, every one of `count` messages
+/// accounted for. Returns (received, lagged).
+fn check_timestamp_result(v: &Value, who: &str, count: u64) -> Result<(u64, u64)> {
+    if let Some(bad) = v.get("bad").and_then(Value::as_u64).filter(|&b| b > 0) {
+        return Err(format!("{who}: {bad} messages had a wrong checksum").into());
+    }
+    let received = field_u64(v, "received", who)?;
+    let lagged = field_u64(v, "lagged", who)?;
+    if received + lagged != count {
+        return Err(format!(
+            "{who} accounted for {received} received + {lagged} lagged of {count} messages"
+        )
+        .into());
+    }
+    Ok((received, lagged))
+}
+
 /// One-way latency by timestamps: the harness publishes `count` messages, one every
 /// [`TIMESTAMP_INTERVAL`], each carrying in its first word the `CLOCK_REALTIME` nanoseconds
-/// read just before `publish`; the reader (Rust or Go) busy-spins, and for each message
-/// records its own `CLOCK_REALTIME` at receipt minus that stamp. Both read the same system clock.
-pub fn timestamp(ctx: &Ctx, reader: Reader<'_>, size: usize, count: usize) -> Result<LatencyRow> {
+/// read just before `publish`; the reader (Rust or Go) busy-spins (the Rust one waits with
+/// `wait` if given), and for each message records its own `CLOCK_REALTIME` at receipt minus
+/// that stamp. Both read the same system clock.
+pub fn timestamp(
+    ctx: &Ctx,
+    reader: Reader<'_>,
+    size: usize,
+    count: usize,
+    wait: Option<WaitStrategy>,
+) -> Result<LatencyRow> {
     let count = count as u64;
     let name = sys::segment_name("ts");
     let mut publisher = create(&name, TIMESTAMP_CAPACITY)?;
     let peer = match reader {
-        Reader::Rust => {
-            let mut peer = Peer::bench_peer(
-                ctx,
-                "the shm timestamp reader",
-                ctx.peer_cpu(0),
-                Role::ShmTimestamp,
-                &[
-                    "--read".into(),
-                    name.clone(),
-                    "--size".into(),
-                    size.to_string(),
-                    "--count".into(),
-                    count.to_string(),
-                ],
-                &[],
-            )?;
-            peer.expect_ready()?;
-            peer
-        }
-        Reader::Go(go) => go.spawn(ctx, &name, "latency", count)?,
+        Reader::Rust => timestamp_reader(ctx, &name, size, count, wait, false)?,
+        Reader::Go(go) => go.spawn(ctx, &name, "latency", count, wait)?,
     };
     let mut payload = Payload::new(size);
     let start = Instant::now();
@@ -337,23 +465,14 @@ pub fn timestamp(ctx: &Ctx, reader: Reader<'_>, size: usize, count: usize) -> Re
         "the shm timestamp reader"
     };
     let v = peer.finish_json()?;
-    if let Some(bad) = v.get("bad").and_then(Value::as_u64).filter(|&b| b > 0) {
-        return Err(format!("{who}: {bad} messages had a wrong checksum").into());
-    }
-    let received = field_u64(&v, "received", who)?;
-    let lagged = field_u64(&v, "lagged", who)?;
-    if received + lagged != count {
-        return Err(format!(
-            "{who} accounted for {received} received + {lagged} lagged of {count} messages"
-        )
-        .into());
-    }
+    let (received, lagged) = check_timestamp_result(&v, who, count)?;
     Ok(LatencyRow {
         transport: "shm",
         size,
         method: Method::Timestamp,
         reader: Some(reader.label()),
-        wait: Some("spin"),
+        wait: Some(wait_label(wait)),
+        recv_call: wait.is_some(),
         summary: Summary {
             p50: field_f64(&v, "p50_ns", who)?,
             p99: field_f64(&v, "p99_ns", who)?,
@@ -366,31 +485,168 @@ pub fn timestamp(ctx: &Ctx, reader: Reader<'_>, size: usize, count: usize) -> Re
     })
 }
 
-/// Peer side of [`timestamp`] (the Rust twin of the Go reader's latency mode).
+/// The ring of a wake-up latency run: one page when `size` fits (so the reader's first-touch
+/// page faults end with the warm-up), else the smallest ring that holds `size`.
+fn wake_capacity(size: usize) -> u64 {
+    ((size as u64 + 16) * 4)
+        .next_power_of_two()
+        .max(shmcast::layout::MIN_CAPACITY)
+}
+
+/// Raw one-way latencies of one wake-up latency slice, and what the run around them saw.
+pub struct WakeSamples {
+    /// Receive time minus send time, ns, one per measured message.
+    pub latencies: Vec<u64>,
+    /// Measured messages the reader missed.
+    pub lagged: u64,
+    /// `FUTEX_WAKE` calls the producer made for the measured messages (shm only).
+    pub wakeups: Option<u64>,
+}
+
+/// Wake-up latency of an idle shm subscriber: after a warm-up (two laps of a small ring,
+/// stamped 0 and not measured), the harness publishes `samples` messages, each after a pause
+/// taken from `gaps` (long enough for the reader to have parked), each carrying the
+/// `CLOCK_REALTIME` nanoseconds read just before `publish`. The reader (a Rust peer waiting in
+/// `recv_into_until` with `wait`) records its `CLOCK_REALTIME` at receipt minus the stamp.
+pub fn wake(
+    ctx: &Ctx,
+    size: usize,
+    samples: usize,
+    wait: WaitStrategy,
+    gaps: &mut sys::Gaps,
+) -> Result<WakeSamples> {
+    let capacity = wake_capacity(size);
+    let lap = capacity / shmcast::layout::record_span(size as u64);
+    let warmup = 2 * lap.max(1);
+    let count = warmup + samples as u64;
+    let name = sys::segment_name("wake");
+    let mut publisher = create(&name, capacity)?;
+    let peer = timestamp_reader(ctx, &name, size, count, Some(wait), true)?;
+    let mut payload = Payload::new(size);
+    let mut run = || -> Result<u64> {
+        // Warm-up: every page of the ring touched by both sides, the wake-up path taken.
+        payload.stamp(0);
+        for _ in 0..warmup {
+            publisher.publish(payload.bytes())?;
+            std::thread::sleep(WAKE_WARMUP_INTERVAL);
+        }
+        std::thread::sleep(WAKE_SETTLE);
+        let before = publisher.wakeups();
+        for gap in gaps.by_ref().take(samples) {
+            std::thread::sleep(gap);
+            if sys::interrupted() {
+                return Err("interrupted".into());
+            }
+            payload.stamp(sys::realtime_ns());
+            publisher.publish(payload.bytes())?;
+        }
+        Ok(publisher.wakeups() - before)
+    };
+    let wakeups = match run() {
+        Ok(w) => w,
+        Err(e) => return Err(peer.explain(e)),
+    };
+    let who = "the shm wake-up reader";
+    let v = peer.finish_json()?;
+    check_timestamp_result(&v, who, count)?;
+    let latencies = raw_latencies(&v, who)?;
+    Ok(WakeSamples {
+        // Measured messages without a sample were lost to a lap (warm-up losses do not count).
+        lagged: (samples as u64).saturating_sub(latencies.len() as u64),
+        latencies,
+        wakeups: Some(wakeups),
+    })
+}
+
+/// Wake-up latency of the Go reader (`--mode latency --wait WAIT`), as [`wake`] measures the
+/// Rust one, except that there is no warm-up (the Go reader measures every message it gets;
+/// the ring is one page when `size` allows, so only the first message pays for first-touch page
+/// faults) and the reader reports percentiles, not samples. Returns them with the messages it
+/// missed and the producer's `FUTEX_WAKE` calls.
+pub fn wake_go(
+    ctx: &Ctx,
+    go: &GoReader,
+    size: usize,
+    samples: usize,
+    wait: WaitStrategy,
+    gaps: &mut sys::Gaps,
+) -> Result<(Summary, u64, u64)> {
+    let count = samples as u64;
+    let name = sys::segment_name("wake-go");
+    let mut publisher = create(&name, wake_capacity(size))?;
+    let peer = go.spawn(ctx, &name, "latency", count, Some(wait))?;
+    let mut payload = Payload::new(size);
+    let mut run = || -> Result<()> {
+        for gap in gaps.by_ref().take(samples) {
+            std::thread::sleep(gap);
+            if sys::interrupted() {
+                return Err("interrupted".into());
+            }
+            payload.stamp(sys::realtime_ns());
+            publisher.publish(payload.bytes())?;
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        return Err(peer.explain(e));
+    }
+    let who = "the Go reader";
+    let v = peer.finish_json()?;
+    let (received, lagged) = check_timestamp_result(&v, who, count)?;
+    let summary = Summary {
+        p50: field_f64(&v, "p50_ns", who)?,
+        p99: field_f64(&v, "p99_ns", who)?,
+        p999: field_f64(&v, "p999_ns", who)?,
+        max: field_f64(&v, "max_ns", who)?,
+        samples: received,
+    };
+    Ok((summary, lagged, publisher.wakeups()))
+}
+
+/// Pause between warm-up messages of a wake-up run.
+pub const WAKE_WARMUP_INTERVAL: Duration = Duration::from_micros(50);
+/// Pause between the warm-up and the first measured message of a wake-up run.
+pub const WAKE_SETTLE: Duration = Duration::from_millis(5);
+
+/// The `"latencies_ns"` array a timestamp reader printed with `--raw`.
+pub fn raw_latencies(v: &Value, who: &str) -> Result<Vec<u64>> {
+    v.get("latencies_ns")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{who} printed no \"latencies_ns\" array"))?
+        .iter()
+        .map(|x| {
+            x.as_u64()
+                .ok_or_else(|| format!("{who}: {x} is not a latency in ns").into())
+        })
+        .collect()
+}
+
+/// Peer side of [`timestamp`] (the Rust twin of the Go reader's latency mode) and of [`wake`].
+/// A message stamped 0 is a warm-up message: checked, counted as received, not measured.
 pub fn peer_timestamp(args: &PeerArgs) -> Result<()> {
     let mut sub = Subscriber::open(args.read_name()?, StartAt::Beginning)?;
     let base = Payload::new(args.size).base();
     let mut buf = vec![0u8; args.size];
     let mut latencies = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
-    let mut spin = args.spinner("the harness's messages");
+    let mut waiter = Waiter::new(&mut sub, args.wait, args.spinner("the harness's messages"));
     say("ready")?;
     let (mut received, mut lagged, mut bad) = (0u64, 0u64, 0u64);
     while received + lagged < args.count {
-        match sub.try_recv_into(&mut buf) {
+        match waiter.recv(&mut sub, &mut buf)? {
             Ok(r) => {
                 let now = sys::realtime_ns();
                 let sent = counter(&buf[..r.len]);
-                latencies.push(now.saturating_sub(sent));
+                if sent != 0 {
+                    latencies.push(now.saturating_sub(sent));
+                }
                 bad += u64::from(checksum(&buf[..r.len]) != base.wrapping_add(sent));
                 received += 1;
             }
-            Err(RecvError::Empty) => spin.idle()?,
-            Err(RecvError::Lagged { missed }) => lagged += missed,
-            Err(e) => return Err(e.into()),
+            Err(missed) => lagged += missed,
         }
     }
     let s = Summary::of(&latencies, 1.0);
-    say(&json!({
+    let mut v = json!({
         "received": received,
         "lagged": lagged,
         "p50_ns": s.p50,
@@ -398,8 +654,11 @@ pub fn peer_timestamp(args: &PeerArgs) -> Result<()> {
         "p999_ns": s.p999,
         "max_ns": s.max,
         "bad": bad,
-    })
-    .to_string())
+    });
+    if args.raw {
+        v["latencies_ns"] = json!(latencies);
+    }
+    say(&v.to_string())
 }
 
 // ------------------------------------------------------------------------------- throughput
@@ -408,7 +667,13 @@ pub fn peer_timestamp(args: &PeerArgs) -> Result<()> {
 /// as it can into a ring of `--capacity` bytes (default 4 MiB); the consumer (Rust or Go) busy-spins,
 /// receiving one message per call, checksumming each, and counting messages lost to laps. Its
 /// rate is over its active interval (first receive to last); the producer's over its loop.
-pub fn throughput(ctx: &Ctx, reader: Reader<'_>, size: usize, count: u64) -> Result<ThroughputRow> {
+pub fn throughput(
+    ctx: &Ctx,
+    reader: Reader<'_>,
+    size: usize,
+    count: u64,
+    wait: Option<WaitStrategy>,
+) -> Result<ThroughputRow> {
     let name = sys::segment_name("thr");
     let mut publisher = create(&name, ctx.capacity)?;
     let who = match reader {
@@ -417,11 +682,11 @@ pub fn throughput(ctx: &Ctx, reader: Reader<'_>, size: usize, count: u64) -> Res
     };
     let peer = match reader {
         Reader::Rust => {
-            let mut peer = consumer(ctx, &name, size, count, 0)?;
+            let mut peer = consumer(ctx, &name, size, count, 0, wait)?;
             peer.expect_ready()?;
             peer
         }
-        Reader::Go(go) => go.spawn(ctx, &name, "throughput", count)?,
+        Reader::Go(go) => go.spawn(ctx, &name, "throughput", count, wait)?,
     };
     let producer_rate = publish_n(&mut publisher, size, count)?;
     let v = peer.finish_json()?;
@@ -460,7 +725,8 @@ pub fn throughput(ctx: &Ctx, reader: Reader<'_>, size: usize, count: u64) -> Res
         transport: "shm",
         size,
         reader: Some(reader.label()),
-        wait: "spin",
+        wait: wait_label(wait),
+        recv_call: wait.is_some(),
         sent: count,
         received,
         lagged,
@@ -469,24 +735,34 @@ pub fn throughput(ctx: &Ctx, reader: Reader<'_>, size: usize, count: u64) -> Res
         producer_msgs_per_s: producer_rate,
         capacity: Some(ctx.capacity),
         empty_polls: v.get("empty_polls").and_then(Value::as_u64),
+        wakeups: Some(publisher.wakeups()),
     })
 }
 
 /// Starts a Rust consumer peer on `name` (the `i`-th concurrent one).
-fn consumer(ctx: &Ctx, name: &str, size: usize, count: u64, i: usize) -> Result<Peer> {
+fn consumer(
+    ctx: &Ctx,
+    name: &str,
+    size: usize,
+    count: u64,
+    i: usize,
+    wait: Option<WaitStrategy>,
+) -> Result<Peer> {
+    let mut args = vec![
+        "--read".into(),
+        name.to_owned(),
+        "--size".into(),
+        size.to_string(),
+        "--count".into(),
+        count.to_string(),
+    ];
+    args.extend(wait_args(wait));
     Peer::bench_peer(
         ctx,
         format!("shm consumer {i}"),
         ctx.peer_cpu(i),
         Role::ShmConsume,
-        &[
-            "--read".into(),
-            name.to_owned(),
-            "--size".into(),
-            size.to_string(),
-            "--count".into(),
-            count.to_string(),
-        ],
+        &args,
         &[],
     )
 }
@@ -509,12 +785,12 @@ pub fn peer_consume(args: &PeerArgs) -> Result<()> {
     let mut sub = Subscriber::open(args.read_name()?, StartAt::Beginning)?;
     let base = Payload::new(args.size).base();
     let mut buf = vec![0u8; args.size];
-    let mut spin = args.spinner("the producer");
+    let mut waiter = Waiter::new(&mut sub, args.wait, args.spinner("the producer"));
     say("ready")?;
-    let (mut received, mut lagged, mut bad, mut sum, mut empty) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut received, mut lagged, mut bad, mut sum) = (0u64, 0u64, 0u64, 0u64);
     let mut first: Option<Instant> = None;
     while received + lagged < args.count {
-        match sub.try_recv_into(&mut buf) {
+        match waiter.recv(&mut sub, &mut buf)? {
             Ok(r) => {
                 let c = checksum(&buf[..r.len]);
                 bad += u64::from(r.len != args.size || c != base.wrapping_add(r.seq));
@@ -524,17 +800,12 @@ pub fn peer_consume(args: &PeerArgs) -> Result<()> {
                     first = Some(Instant::now());
                 }
             }
-            Err(RecvError::Empty) => {
-                empty += 1;
-                spin.idle()?;
-            }
-            Err(RecvError::Lagged { missed }) => {
+            Err(missed) => {
                 lagged += missed;
                 if first.is_none() {
                     first = Some(Instant::now());
                 }
             }
-            Err(e) => return Err(e.into()),
         }
     }
     let end = Instant::now();
@@ -545,28 +816,37 @@ pub fn peer_consume(args: &PeerArgs) -> Result<()> {
     } else {
         0.0
     };
-    say(&json!({
+    let mut v = json!({
         "received": received,
         "lagged": lagged,
         "msgs_per_s": msgs_per_s,
         "bytes_per_s": msgs_per_s * args.size as f64,
         "checksum": sum,
         "bad": bad,
-        "empty_polls": empty,
-    })
-    .to_string())
+    });
+    // Empty polls happen inside the library's blocking call, out of sight, with --wait.
+    if args.wait.is_none() {
+        v["empty_polls"] = json!(waiter.empty);
+    }
+    say(&v.to_string())
 }
 
 // ------------------------------------------------------------------------------- publish rate
 
 /// The producer's publish rate (`count` messages as fast as possible) with `consumers` Rust
-/// consumers busy-reading the same segment from other processes.
-pub fn publish_rate(ctx: &Ctx, size: usize, count: u64, consumers: usize) -> Result<PublishRow> {
+/// consumers busy-reading the same segment from other processes (or waiting with `wait`).
+pub fn publish_rate(
+    ctx: &Ctx,
+    size: usize,
+    count: u64,
+    consumers: usize,
+    wait: Option<WaitStrategy>,
+) -> Result<PublishRow> {
     let name = sys::segment_name("rate");
     let mut publisher = create(&name, ctx.capacity)?;
     let mut peers = Vec::with_capacity(consumers);
     for i in 0..consumers {
-        peers.push(consumer(ctx, &name, size, count, i)?);
+        peers.push(consumer(ctx, &name, size, count, i, wait)?);
     }
     for peer in &mut peers {
         peer.expect_ready()?;
@@ -595,5 +875,8 @@ pub fn publish_rate(ctx: &Ctx, size: usize, count: u64, consumers: usize) -> Res
         rounds: 1,
         min_msgs_per_s: rate,
         max_msgs_per_s: rate,
+        wait: wait_label(wait),
+        recv_call: wait.is_some(),
+        wakeups: publisher.wakeups(),
     })
 }

@@ -381,3 +381,45 @@ impl HostInfo {
         }
     }
 }
+
+// ------------------------------------------------------------------------------- idle gaps
+
+/// The pauses between the messages of a wake-up latency run: pseudo-random (splitmix64 of a
+/// seed and an index) and uniform in `[min, max)`, so that sends do not lock on to the
+/// scheduler tick. The same seed gives the same sequence, so two transports measured with one
+/// seed see the same gaps.
+pub struct Gaps {
+    state: u64,
+    min: Duration,
+    span_ns: u64,
+}
+
+impl Gaps {
+    /// Gaps from `min` (inclusive) to `max` (exclusive; `max <= min` gives `min` always).
+    pub fn new(seed: u64, min: Duration, max: Duration) -> Gaps {
+        Gaps {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            min,
+            span_ns: nanos(max.saturating_sub(min)),
+        }
+    }
+}
+
+impl Iterator for Gaps {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // splitmix64
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let extra = if self.span_ns == 0 {
+            0
+        } else {
+            z % self.span_ns
+        };
+        Some(self.min + Duration::from_nanos(extra))
+    }
+}

@@ -24,9 +24,10 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use serde_json::json;
 
-use super::payload::{checksum, Payload};
+use super::payload::{checksum, counter, Payload};
 use super::peer::{say, Peer, PeerArgs, Role};
-use super::report::ThroughputRow;
+use super::report::{Summary, ThroughputRow};
+use super::shm::{self, WakeSamples};
 use super::sys::{self, Ctx, Spinner};
 use super::Result;
 
@@ -223,6 +224,13 @@ impl Frames {
     /// Receives one frame; returns its payload length and checksum.
     #[inline(always)]
     fn recv(&mut self, t: Transport, rd: &mut File, spin: &mut Spinner) -> Result<(usize, u64)> {
+        let len = self.recv_frame(t, rd, spin)?;
+        Ok((len, checksum(self.payload(len))))
+    }
+
+    /// Receives one frame into the receive buffer; returns its payload length.
+    #[inline(always)]
+    fn recv_frame(&mut self, t: Transport, rd: &mut File, spin: &mut Spinner) -> Result<usize> {
         if t == Transport::UdsSeqpacket {
             loop {
                 match rd.read(&mut self.rx) {
@@ -232,7 +240,7 @@ impl Frames {
                         if n < 4 || len != n - 4 || len > self.size {
                             return Err(format!("malformed {n}-byte packet").into());
                         }
-                        return Ok((len, checksum(&self.rx[4..n])));
+                        return Ok(len);
                     }
                     Err(e) => retry(e, spin)?,
                 }
@@ -244,7 +252,13 @@ impl Frames {
             return Err(format!("malformed frame: length {len}").into());
         }
         read_full(rd, &mut self.rx[4..4 + len], spin)?;
-        Ok((len, checksum(&self.rx[4..4 + len])))
+        Ok(len)
+    }
+
+    /// The payload of the frame last received, `len` bytes.
+    #[inline(always)]
+    fn payload(&self, len: usize) -> &[u8] {
+        &self.rx[4..4 + len]
     }
 }
 
@@ -320,6 +334,7 @@ fn start_peer(
     }
     let label = match role {
         Role::Pong => format!("the {} pong peer", t.label()),
+        Role::Timestamp => format!("the {} wake-up reader", t.label()),
         _ => format!("the {} consumer", t.label()),
     };
     let mut peer = Peer::bench_peer(ctx, label, ctx.peer_cpu(0), role, &args, &fds.borrowed())?;
@@ -445,6 +460,7 @@ pub fn throughput(
         size,
         reader: None,
         wait: if nonblocking { "spin" } else { "block" },
+        recv_call: false,
         sent: count,
         received: get("received")? as u64,
         lagged: 0,
@@ -453,6 +469,7 @@ pub fn throughput(
         producer_msgs_per_s: producer_rate,
         capacity: None,
         empty_polls: None,
+        wakeups: None,
     })
 }
 
@@ -485,6 +502,96 @@ pub fn peer_consume(args: &PeerArgs) -> Result<()> {
         "bytes_per_s": msgs_per_s * args.size as f64,
         "checksum": sum,
         "bad": bad,
+    })
+    .to_string())
+}
+
+/// Wake-up latency of an idle reader blocked in `read` on transport `t` (the baseline of the
+/// shm wake-up run, [`shm::wake`]): after [`WAKE_WARMUP`] warm-up frames (stamped 0, not
+/// measured), the harness sends `samples` frames, each after a pause taken from `gaps`, each
+/// carrying the `CLOCK_REALTIME` nanoseconds read just before its `write`; the reader records
+/// its `CLOCK_REALTIME` when the frame has been read, minus the stamp, then checks the
+/// checksum.
+pub fn wake(
+    ctx: &Ctx,
+    t: Transport,
+    size: usize,
+    samples: usize,
+    gaps: &mut sys::Gaps,
+) -> Result<WakeSamples> {
+    let count = WAKE_WARMUP + samples as u64;
+    let (mut ends, fds) = channel(t)?;
+    let peer = start_peer(ctx, t, false, Role::Timestamp, size, count, fds)?;
+    let mut frames = Frames::new(size)?;
+    let mut spin = Spinner::new(ctx.deadline(), ctx.yield_idle, "the wake-up reader");
+    let mut run = || -> Result<()> {
+        frames.stamp(0);
+        for _ in 0..WAKE_WARMUP {
+            frames.send(&mut ends.wr, &mut spin)?;
+            std::thread::sleep(shm::WAKE_WARMUP_INTERVAL);
+        }
+        std::thread::sleep(shm::WAKE_SETTLE);
+        for gap in gaps.by_ref().take(samples) {
+            std::thread::sleep(gap);
+            if sys::interrupted() {
+                return Err("interrupted".into());
+            }
+            frames.stamp(sys::realtime_ns());
+            frames.send(&mut ends.wr, &mut spin)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        return Err(peer.explain(e));
+    }
+    let who = format!("the {} wake-up reader", t.label());
+    let v = peer.finish_json()?;
+    if let Some(bad) = v
+        .get("bad")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|&b| b > 0)
+    {
+        return Err(format!("{who}: {bad} frames had a wrong checksum").into());
+    }
+    Ok(WakeSamples {
+        latencies: shm::raw_latencies(&v, &who)?,
+        lagged: 0,
+        wakeups: None,
+    })
+}
+
+/// Warm-up frames of a socket wake-up run.
+const WAKE_WARMUP: u64 = 100;
+
+/// Peer side of [`wake`]: reads `--count` frames (blocking), and for each one stamped with a
+/// time records now minus that time.
+pub fn peer_timestamp(args: &PeerArgs) -> Result<()> {
+    let (t, mut ends) = peer_ends(args)?;
+    let mut frames = Frames::new(args.size)?;
+    let mut spin = args.spinner("the harness's messages");
+    let mut latencies = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
+    say("ready")?;
+    let mut bad = 0u64;
+    for _ in 0..args.count {
+        let len = frames.recv_frame(t, &mut ends.rd, &mut spin)?;
+        let now = sys::realtime_ns();
+        let payload = frames.payload(len);
+        let sent = counter(payload);
+        if sent != 0 {
+            latencies.push(now.saturating_sub(sent));
+        }
+        bad += u64::from(len != args.size || checksum(payload) != frames.expected(sent));
+    }
+    let s = Summary::of(&latencies, 1.0);
+    say(&json!({
+        "received": args.count,
+        "lagged": 0,
+        "p50_ns": s.p50,
+        "p99_ns": s.p99,
+        "p999_ns": s.p999,
+        "max_ns": s.max,
+        "bad": bad,
+        "latencies_ns": latencies,
     })
     .to_string())
 }
