@@ -42,6 +42,8 @@ pub mod offset {
     pub const HEAD: usize = 0x100;
     /// `latest`: position of the newest committed message, or [`super::NO_LATEST`].
     pub const LATEST: usize = 0x108;
+    /// `last_publish_ns`: wall-clock time of a recent publish or heartbeat (0: never).
+    pub const LAST_PUBLISH_NS: usize = 0x110;
 }
 
 /// Start of the subscriber area (the page between the producer header and the ring).

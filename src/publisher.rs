@@ -8,7 +8,6 @@ use crate::error::Error;
 use crate::ring::{self, Reservation, Ring, WriterState};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
-use crate::wait::WakeWords;
 
 /// Default ring capacity: 1 MiB.
 pub const DEFAULT_CAPACITY: u64 = 1 << 20;
@@ -160,7 +159,7 @@ impl Publisher {
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64, Error> {
         self.check_len(payload.len())?;
         let seq = self.mapping.ring().publish(&mut self.state, payload);
-        self.wakeups += u64::from(self.mapping.wake_words().wake_parked());
+        after_publish(&self.mapping, seq, &mut self.wakeups);
         Ok(seq)
     }
 
@@ -198,7 +197,7 @@ impl Publisher {
         }
         Ok(Claim {
             ring,
-            wake: self.mapping.wake_words(),
+            mapping: &self.mapping,
             wakeups: &mut self.wakeups,
             state: &mut self.state,
             reservation: Some(reservation),
@@ -232,6 +231,17 @@ impl Publisher {
         self.state.next_seq()
     }
 
+    /// Records "alive and well, now" in the segment header (`last_publish_ns`, shown by
+    /// `shmcast inspect` and [`SegmentInfo::last_publish_unix_ns`]) without publishing. Publishes
+    /// update it by themselves, but only every 64th (or when they wake sleeping subscribers), so
+    /// a producer that publishes rarely and wants to be seen as not hung can call this from
+    /// its idle loop.
+    ///
+    /// [`SegmentInfo::last_publish_unix_ns`]: crate::SegmentInfo::last_publish_unix_ns
+    pub fn heartbeat(&self) {
+        self.mapping.set_last_publish_ns(unix_now_ns());
+    }
+
     /// How many times this publisher has woken parked subscribers: one `FUTEX_WAKE` system call
     /// each, made by a publish that found some subscriber parked. While no subscriber is parked,
     /// publishing makes no system call and this does not grow.
@@ -243,6 +253,24 @@ impl Publisher {
     pub fn path(&self) -> PathBuf {
         self.location.path()
     }
+}
+
+/// Publish step 9 (wake parked subscribers), and now and then the `last_publish_ns` header
+/// word: on the first publish, every 64th, and whenever subscribers were woken. (Reading the
+/// clock on every publish would cost more than the rest of a small publish.)
+#[inline]
+fn after_publish(mapping: &Mapping, seq: u64, wakeups: &mut u64) {
+    let woke = mapping.wake_words().wake_parked();
+    *wakeups += u64::from(woke);
+    if woke || seq % 64 == 1 {
+        mapping.set_last_publish_ns(unix_now_ns());
+    }
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Drop for Publisher {
@@ -260,7 +288,7 @@ impl Drop for Publisher {
 /// contents; call [`Claim::fill`] first if that matters.
 pub struct Claim<'a> {
     ring: Ring<'a>,
-    wake: WakeWords<'a>,
+    mapping: &'a Mapping,
     wakeups: &'a mut u64,
     state: &'a mut WriterState,
     reservation: Option<Reservation>,
@@ -326,7 +354,7 @@ impl Claim<'_> {
             .take()
             .expect("a claim is committed at most once");
         let seq = self.ring.commit(self.state, reservation);
-        *self.wakeups += u64::from(self.wake.wake_parked());
+        after_publish(self.mapping, seq, self.wakeups);
         seq
     }
 }

@@ -177,6 +177,17 @@ impl Mapping {
         }
     }
 
+    /// Stores `last_publish_ns` (producer only).
+    pub(crate) fn set_last_publish_ns(&self, ns: u64) {
+        self.header_words()[layout::word(offset::LAST_PUBLISH_NS)].store(ns, Ordering::Relaxed);
+    }
+
+    /// `last_publish_ns`, or `None` if never set.
+    pub(crate) fn last_publish_ns(&self) -> Option<u64> {
+        let ns = self.header_words()[layout::word(offset::LAST_PUBLISH_NS)].load(Ordering::Relaxed);
+        (ns != 0).then_some(ns)
+    }
+
     /// Whether the producer still holds its lock. On an error testing it, assume it does:
     /// reporting a live producer as gone would end readers for nothing.
     pub(crate) fn producer_alive(&self) -> bool {

@@ -280,6 +280,8 @@ impl Subscriber {
             epoch: id.epoch,
             producer_pid: id.producer_pid,
             created_unix_ns: id.created_unix_ns,
+            last_publish_unix_ns: self.mapping.last_publish_ns(),
+            producer_alive: self.mapping.producer_alive(),
             next_seq: snap.next_seq,
             oldest_seq: snap.oldest_seq,
             intent: snap.intent,
@@ -336,6 +338,12 @@ pub struct SegmentInfo {
     pub producer_pid: u64,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_unix_ns: u64,
+    /// When the producer last showed activity, nanoseconds since the Unix epoch: a recent
+    /// publish (its first, every 64th, and any that woke sleeping subscribers) or a
+    /// [`Publisher::heartbeat`](crate::Publisher::heartbeat). `None` before the first publish.
+    pub last_publish_unix_ns: Option<u64>,
+    /// Whether the producer holds its liveness lock ([`Subscriber::producer_alive`]).
+    pub producer_alive: bool,
     /// Sequence number the next message will get (1 if nothing was published).
     pub next_seq: u64,
     /// Sequence number of the oldest retained message, if any.

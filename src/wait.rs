@@ -27,7 +27,7 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
 /// | `Spin` | lowest (a cache miss) | a whole core |
 /// | `Yield` | low; depends on what else runs | a whole core, given away on demand |
 /// | `Backoff` | up to [`MAX_SLEEP`] | a few wake-ups per millisecond |
-/// | `Block` (default) | a futex wake-up (microseconds) | none |
+/// | `Block` (default) | a futex wake-up: like a blocking socket read (p50 75 µs on a 2-vCPU VM) | none (10 wake-ups a second to check the producer is alive) |
 ///
 /// `Block` needs write access to the segment file to register as parked. A subscriber that only
 /// has read access ([`Subscriber::can_park`](crate::Subscriber::can_park) is `false`) waits on
