@@ -27,6 +27,10 @@ fn put_word(bytes: &mut [u8], at: usize, value: u64) {
     bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
 }
 
+fn get_word(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
 /// Builds a segment with the real publisher in a temporary file and returns its bytes, with the
 /// pid and creation time fixed.
 fn build(messages: &[Vec<u8>]) -> Vec<u8> {
@@ -49,6 +53,10 @@ fn build(messages: &[Vec<u8>]) -> Vec<u8> {
     fs::remove_file(&path).unwrap();
     put_word(&mut bytes, offset::PRODUCER_PID, GOLDEN_PID);
     put_word(&mut bytes, offset::CREATED_UNIX_NS, GOLDEN_CREATED_NS);
+    // A wall-clock time, set by the first publish (0 = never published).
+    if get_word(&bytes, offset::LAST_PUBLISH_NS) != 0 {
+        put_word(&mut bytes, offset::LAST_PUBLISH_NS, GOLDEN_CREATED_NS + 1_000_000);
+    }
     bytes
 }
 
