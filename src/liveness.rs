@@ -42,7 +42,10 @@ mod ofd {
     pub(super) fn is_locked(file: &File) -> io::Result<bool> {
         let mut lock = byte_zero(libc::F_WRLCK);
         fcntl(file.as_raw_fd(), FcntlArg::F_OFD_GETLK(&mut lock))?;
-        Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+        // Only the producer's write lock counts. Anyone who can read the file can take a read
+        // lock on byte 0 (F_GETLK then reports it), but a read lock cannot coexist with the
+        // producer's write lock, so it never means "alive".
+        Ok(lock.l_type == libc::F_WRLCK as libc::c_short)
     }
 }
 
@@ -67,8 +70,19 @@ pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
 /// Whether `file` is still the file at `path` (same device and inode): `false` once the segment
 /// was removed, or removed and created again.
 pub(crate) fn still_at(file: &File, path: &std::path::Path) -> bool {
+    same_file(file, path, true)
+}
+
+/// Whether `path` names `file` (same device and inode). `follow`: whether a symbolic link at
+/// `path` counts as the file it points to; if not, a link never names `file`.
+pub(crate) fn same_file(file: &File, path: &std::path::Path, follow: bool) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
+    let named = if follow {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    };
+    match (file.metadata(), named) {
         (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
         _ => false,
     }

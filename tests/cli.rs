@@ -379,6 +379,39 @@ fn inspect_reports_the_header_as_json_and_as_text() {
     assert_eq!(info["path"], format!("/dev/shm{name}"));
     assert!(info["oldest_seq"].as_u64().unwrap() > 1, "{info}");
     assert!(info["created_unix_ns"].as_u64().unwrap() > 0, "{info}");
+    // The publisher has exited; it published, so it left a time behind.
+    assert_eq!(info["producer_alive"], false, "{info}");
+    let last_publish = info["last_publish_unix_ns"].as_u64().unwrap();
+    assert!(
+        last_publish >= info["created_unix_ns"].as_u64().unwrap(),
+        "{info}"
+    );
+    // Keys sorted, nothing else: consumers may rely on the set.
+    let keys: Vec<&str> = info
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "capacity",
+            "created_unix_ns",
+            "epoch",
+            "head",
+            "intent",
+            "last_publish_unix_ns",
+            "latest",
+            "layout_version",
+            "max_payload",
+            "next_seq",
+            "oldest_seq",
+            "path",
+            "producer_alive",
+            "producer_pid"
+        ]
+    );
     let position = |key: &str| {
         info[key]
             .as_u64()
@@ -398,6 +431,18 @@ fn inspect_reports_the_header_as_json_and_as_text() {
     assert!(text.contains("65536"), "{text}");
     assert!(text.contains("5001"), "{text}");
     assert!(text.contains(&format!("/dev/shm{name}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\nproducer        pid {publisher_pid}, dead (epoch 1)\n"
+        )),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.starts_with("last publish    "));
+    let line = line.unwrap_or_else(|| panic!("no last publish line: {text}"));
+    assert!(
+        line.contains(" UTC (") && line.ends_with(" s ago)"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -159,3 +159,35 @@ fn blocking_reads_end_soon_after_the_producer_is_gone_with_every_strategy() {
         );
     }
 }
+
+/// Anyone who can read the file can take a read lock on the liveness byte; that must not make
+/// a dead producer look alive (docs/SECURITY.md).
+#[test]
+fn a_read_lock_taken_by_a_reader_does_not_fake_a_live_producer() {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+
+    let name = unique("rdlock");
+    let _cleanup = Cleanup(name.clone());
+    let publisher = Publisher::options()
+        .unlink_on_drop(false)
+        .create(&name)
+        .unwrap();
+    let reader = Subscriber::open(&name, StartAt::Oldest).unwrap();
+    drop(publisher);
+    let file = std::fs::File::open(shm_path(&name)).unwrap();
+    // SAFETY: an all-zero `flock` is a valid value; the fields that matter are set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_RDLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_len = 1;
+    fcntl(file.as_raw_fd(), FcntlArg::F_OFD_SETLK(&lock)).expect("take a read lock");
+    assert!(
+        !reader.producer_alive(),
+        "a read lock passed for the producer's"
+    );
+    assert!(!Subscriber::open(&name, StartAt::Oldest)
+        .unwrap()
+        .producer_alive());
+}

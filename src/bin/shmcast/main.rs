@@ -14,6 +14,7 @@ use shmcast::{
     layout, pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber, WaitStrategy,
 };
 
+mod admin;
 mod bench;
 
 #[derive(Parser)]
@@ -37,6 +38,10 @@ enum Command {
     Tail(TailArgs),
     /// Print a segment's header.
     Inspect(InspectArgs),
+    /// List the shmcast segments in /dev/shm (or a directory), live and dead.
+    List(admin::ListArgs),
+    /// Remove the segments whose producer is dead.
+    Clean(admin::CleanArgs),
     /// Measure latency and throughput across two processes, against Unix sockets and pipes.
     Bench(bench::BenchArgs),
     /// The other process of `shmcast bench` (internal).
@@ -127,6 +132,8 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish(args),
         Command::Tail(args) => tail(args),
         Command::Inspect(args) => inspect(args),
+        Command::List(args) => admin::list(args),
+        Command::Clean(args) => admin::clean(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchPeer(args) => bench::run_peer(args),
     };
@@ -352,7 +359,9 @@ fn inspect(args: InspectArgs) -> Result<()> {
             "max_payload": info.max_payload,
             "epoch": info.epoch,
             "producer_pid": info.producer_pid,
+            "producer_alive": info.producer_alive,
             "created_unix_ns": info.created_unix_ns,
+            "last_publish_unix_ns": info.last_publish_unix_ns,
             "next_seq": info.next_seq,
             "oldest_seq": info.oldest_seq,
             "head": info.head,
@@ -371,13 +380,23 @@ fn inspect(args: InspectArgs) -> Result<()> {
         )?;
         writeln!(
             out,
-            "producer pid    {} (epoch {})",
-            info.producer_pid, info.epoch
+            "producer        pid {}, {} (epoch {})",
+            info.producer_pid,
+            admin::alive_word(info.producer_alive),
+            info.epoch
         )?;
         writeln!(
             out,
             "created         {:.3} s since the Unix epoch",
             created.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "last publish    {}",
+            info.last_publish_unix_ns.map_or_else(
+                || "never".to_owned(),
+                |ns| admin::time_and_age(admin::unix_now_ns(), ns)
+            )
         )?;
         writeln!(out, "next seq        {}", info.next_seq)?;
         match info.oldest_seq {
