@@ -10,7 +10,7 @@ import (
 // Sentinel errors. Every error this package returns for a bad segment wraps
 // exactly one of them, so callers can branch with [errors.Is]; the typed
 // errors ([*HeaderError], [*CorruptError], [*LaggedError],
-// [*ShortBufferError]) carry the details for [errors.As].
+// [*ShortBufferError], [*ProducerGoneError]) carry the details for [errors.As].
 //
 // A segment that does not exist or may not be opened is reported with the
 // operating system's error, which matches [io/fs.ErrNotExist] or
@@ -39,7 +39,35 @@ var (
 	ErrNoMessage = errors.New("shmcast: no new message")
 	// ErrLagged matches every [*LaggedError] with [errors.Is].
 	ErrLagged = errors.New("shmcast: lagged")
+	// ErrProducerGone matches every [*ProducerGoneError] with [errors.Is]: a
+	// blocking read found nothing left to read and the producer has exited
+	// (or was killed). Everything it published was delivered first.
+	ErrProducerGone = errors.New("shmcast: the producer has exited; no more messages will arrive")
 )
+
+// ProducerGoneError is returned by a blocking read ([Reader.Read],
+// [Reader.ReadFunc], [Reader.Messages]) when there is nothing left to read
+// and the segment's producer has exited or was killed (docs/LAYOUT.md,
+// "Producer liveness"): no more messages will arrive. It matches
+// [ErrProducerGone] with [errors.Is].
+//
+// Replaced reports that the segment's name now refers to a different file
+// (device and inode differ from the file this Reader mapped): a new producer
+// replaced the dead one's segment, and opening the name again follows it. A
+// name that was merely removed is not replaced.
+type ProducerGoneError struct {
+	Replaced bool
+}
+
+func (e *ProducerGoneError) Error() string {
+	if e.Replaced {
+		return "shmcast: the producer has exited, and a new segment now exists under the same name: open it again to follow the new producer"
+	}
+	return ErrProducerGone.Error()
+}
+
+// Is makes errors.Is(err, ErrProducerGone) true.
+func (e *ProducerGoneError) Is(target error) bool { return target == ErrProducerGone }
 
 // errConcurrentUse reports that two goroutines read from one Reader at once,
 // which the concurrency contract forbids.

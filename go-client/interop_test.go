@@ -296,12 +296,28 @@ func TestInteropTailDiff(t *testing.T) {
 		{"--from", "oldest", "--verify", "--timeout", "0.1", "--wait", "backoff"},
 		{"--from", "beginning", "--json", "--timeout", "0.1", "--wait", "yield"},
 		{"--from", "oldest", "--json", "--timeout", "0.1", "--wait", "block"},
+		// No --timeout: the producer has exited, so both end by themselves
+		// (status 0), or with status 1 when --count is not reached.
+		{"--from", "beginning", "--verify"},
+		{"--from", "oldest", "--json", "--wait", "spin"},
+		{"--from", "beginning", "--verify", "--count", "100000"},
+		{"--from", "oldest", "--json", "--count", "100000", "--wait", "backoff"},
+		{"--from", "beginning", "--json", "--count", "3000", "--timeout", "5"},
 	} {
-		rust, rustCode := runCmd(t, bin, append([]string{"tail", name}, args...)...)
-		gout, goCode := runCmd(t, goTail, append([]string{name}, args...)...)
+		rust, rustErr, rustCode := runCmdErr(t, bin, append([]string{"tail", name}, args...)...)
+		gout, goErr, goCode := runCmdErr(t, goTail, append([]string{name}, args...)...)
 		if rustCode != goCode || !bytes.Equal(rust, gout) {
 			t.Errorf("%v: shmcast tail (status %d, %d bytes) and shmcast-tail (status %d, %d bytes) differ\n%s",
 				args, rustCode, len(rust), goCode, len(gout), firstDiff(rust, gout))
+		}
+		// The producer's exit before --count: the same message after the
+		// program's name.
+		if bytes.Contains(rustErr, []byte("producer has exited")) || bytes.Contains(goErr, []byte("producer has exited")) {
+			r := bytes.TrimPrefix(rustErr, []byte("shmcast: "))
+			g := bytes.TrimPrefix(goErr, []byte("shmcast-tail: "))
+			if !bytes.Equal(r, g) {
+				t.Errorf("%v: standard error differs:\n  rust: %s  go:   %s", args, rustErr, goErr)
+			}
 		}
 		if len(rust) == 0 && args[1] != "next" {
 			t.Errorf("%v: no output", args)
@@ -309,17 +325,17 @@ func TestInteropTailDiff(t *testing.T) {
 	}
 }
 
-func runCmd(t *testing.T, bin string, args ...string) ([]byte, int) {
+func runCmdErr(t *testing.T, bin string, args ...string) (stdout, stderr []byte, code int) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		t.Fatalf("%v: %v", cmd.Args, err)
 	}
-	return stdout.Bytes(), cmd.ProcessState.ExitCode()
+	return o.Bytes(), e.Bytes(), cmd.ProcessState.ExitCode()
 }
 
 func firstDiff(a, b []byte) string {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -80,11 +82,15 @@ type Reader struct {
 	parked     *uint32       // nil: this Reader cannot register as parked
 	cancelWake func()        // r.wakeBusy, bound once so registering it does not allocate it
 	unmap      func() error  // nil for readers over ordinary memory (tests)
+	fd         int           // the segment file, for the liveness test; -1: none (always alive)
+	guard      bool          // WithFaultRecovery: reads turn SIGBUS into ErrTruncated
+	liveEvery  time.Duration // how often an idle blocking read tests liveness (LivenessInterval)
 
 	// Owned by the reading goroutine.
 	pos   uint64 // position of the next record
 	seq   uint64 // its expected sequence number
 	timer *time.Timer
+	dead  bool // a blocking read found the producer gone (it never comes back)
 
 	state   atomic.Uint32 // stBusy | stClosed + n*stWaker
 	closing chan struct{} // closed by Close, wakes blocked reads that are not parked
@@ -129,6 +135,9 @@ func newReader(mem []byte, hdr Header, path string, unmap func() error, o option
 		parkSlice:  o.parkSlice,
 		wakeSeq:    (*uint32)(unsafe.Add(base, offWakeSeq)),
 		unmap:      unmap,
+		fd:         -1,
+		liveEvery:  o.liveEvery,
+		guard:      o.faultRecovery,
 		closing:    make(chan struct{}),
 	}
 	r.ringPtr = unsafe.Pointer(unsafe.SliceData(r.ring))
@@ -138,6 +147,9 @@ func newReader(mem []byte, hdr Header, path string, unmap func() error, o option
 	}
 	if r.parkSlice <= 0 {
 		r.parkSlice = MaxParkSlice
+	}
+	if r.liveEvery <= 0 {
+		r.liveEvery = LivenessInterval
 	}
 	if sub != nil && futexSupported && o.wait == WaitBlock {
 		subBase := unsafe.Pointer(unsafe.SliceData(sub[:subSize:subSize]))
@@ -171,6 +183,59 @@ func (r *Reader) WaitStrategy() WaitStrategy { return r.strategy }
 // notices a message within about that long, or sooner when the producer
 // wakes other, parked readers.
 func (r *Reader) CanPark() bool { return r.parked != nil }
+
+// ProducerAlive reports whether the segment's producer is still running:
+// the producer holds a lock on the segment file for as long as it lives,
+// which the kernel releases when it exits or is killed (docs/LAYOUT.md,
+// "Producer liveness"). It costs one system call (fcntl F_OFD_GETLK on the
+// Reader's own descriptor), acquires nothing, and so never disturbs the
+// producer; a reused PID cannot fool it. Blocking reads make this test by
+// themselves while idle (every LivenessInterval) and return
+// ErrProducerGone once everything the producer published was read.
+//
+// It may be called from any goroutine, also while a read is in progress.
+// When the answer is unknown it reports true: if the test fails, after
+// Close, on a platform without OFD locks (not Linux), and for a Reader that
+// has no file.
+func (r *Reader) ProducerAlive() bool {
+	if !r.hold() {
+		return true
+	}
+	alive := r.fd < 0 || lockHeld(r.fd)
+	r.dropWaker()
+	return alive
+}
+
+// producerGone tests liveness for a blocking read: nil while the producer
+// is alive, else the error to report. The Reader is marked dead for good:
+// a lock released by a dead producer is never taken again by it.
+func (r *Reader) producerGone() error {
+	if !r.hold() {
+		return os.ErrClosed
+	}
+	var err error
+	if r.fd >= 0 && (r.dead || !lockHeld(r.fd)) {
+		r.dead = true
+		err = &ProducerGoneError{Replaced: replacedName(r.fd, r.path)}
+	}
+	r.dropWaker()
+	return err
+}
+
+// hold takes a reference on the mapping and the file (a stWaker count, as
+// a FUTEX_WAKE for Close does), so that they cannot be released under the
+// caller; false after Close. The caller drops it with dropWaker.
+func (r *Reader) hold() bool {
+	for {
+		s := r.state.Load()
+		if s&stClosed != 0 {
+			return false
+		}
+		if r.state.CompareAndSwap(s, s+stWaker) {
+			return true
+		}
+	}
+}
 
 // NextSeq is the sequence number the next delivered message is expected to
 // have. After a lap it jumps past the missed messages, so for a Reader that
@@ -478,9 +543,76 @@ func (r *Reader) TryRead(buf []byte) (Message, error) {
 	if err := r.enter(); err != nil {
 		return Message{}, err
 	}
+	if r.guard {
+		return r.tryReadGuarded(buf)
+	}
 	m, err := r.tryRead(buf)
 	r.exit()
 	return m, err
+}
+
+// tryReadGuarded is tryRead, then exit, with SIGBUS turned into an error
+// (WithFaultRecovery).
+func (r *Reader) tryReadGuarded(buf []byte) (m Message, err error) {
+	old, done := debug.SetPanicOnFault(true), false
+	defer func() {
+		if !done {
+			err = r.fault(recover())
+		}
+		debug.SetPanicOnFault(old)
+		r.exit()
+	}()
+	m, err = r.tryRead(buf)
+	done = true
+	return m, err
+}
+
+// fault handles a panic p recovered by a read that was touching the
+// mapping. With WithFaultRecovery, every such read runs with
+// debug.SetPanicOnFault(true) (restoring
+// the goroutine's previous setting afterwards): if the segment file was
+// truncated under the mapping, touching a lost page raises SIGBUS, which
+// then becomes a panic of this goroutine instead of the death of the
+// process, and fault turns it into a *HeaderError wrapping ErrTruncated.
+// Any other panic (from a ReadFunc callback, say) goes on, after the read
+// has ended (the caller's deferred function, with the panic recovered, has
+// re-raised it here: the traceback still shows where it began).
+func (r *Reader) fault(p any) error {
+	// A memory fault (a runtime.Error with an address) on the mapping, or a
+	// runtime error once the file is shorter than the mapping: emulators
+	// (qemu-user) report SIGBUS without the address, which the runtime then
+	// raises as a plain nil-dereference error.
+	if re, ok := p.(runtime.Error); ok {
+		f, hasAddr := re.(interface{ Addr() uintptr })
+		if size, known := r.fileSize(); hasAddr && r.inMapping(f.Addr()) || known && size < r.hdr.DataOffset+r.capacity {
+			return &HeaderError{Path: r.path, Err: ErrTruncated, Field: "size", Got: size, Want: r.hdr.DataOffset + r.capacity}
+		}
+	}
+	r.exit()
+	panic(p)
+}
+
+// inMapping reports whether addr lies in the segment's mappings.
+func (r *Reader) inMapping(addr uintptr) bool {
+	base := uintptr(r.ringPtr) - uintptr(r.hdr.DataOffset)
+	if addr-base < uintptr(r.hdr.DataOffset+r.capacity) {
+		return true
+	}
+	if r.parked != nil {
+		sub := uintptr(unsafe.Pointer(r.parked)) &^ (subSize - 1)
+		return addr-sub < subSize
+	}
+	return false
+}
+
+// fileSize is the current size of the segment file, if it can be known.
+// Called while the Reader is in use, so the descriptor is open.
+func (r *Reader) fileSize() (uint64, bool) {
+	var st syscall.Stat_t
+	if r.fd < 0 || syscall.Fstat(r.fd, &st) != nil {
+		return 0, false
+	}
+	return uint64(st.Size), true
 }
 
 func (r *Reader) tryRead(buf []byte) (Message, error) {
@@ -519,8 +651,25 @@ func (r *Reader) TryReadFunc(fn func(seq uint64, payload []byte)) error {
 	if err := r.enter(); err != nil {
 		return err
 	}
+	if r.guard {
+		return r.tryReadFuncGuarded(fn)
+	}
 	err := r.tryReadFunc(fn)
 	r.exit()
+	return err
+}
+
+func (r *Reader) tryReadFuncGuarded(fn func(seq uint64, payload []byte)) (err error) {
+	old, done := debug.SetPanicOnFault(true), false
+	defer func() {
+		if !done {
+			err = r.fault(recover())
+		}
+		debug.SetPanicOnFault(old)
+		r.exit()
+	}()
+	err = r.tryReadFunc(fn)
+	done = true
 	return err
 }
 
@@ -544,6 +693,13 @@ func (r *Reader) tryReadFunc(fn func(seq uint64, payload []byte)) error {
 // (os.ErrClosed), in the way the Reader's WaitStrategy says (WithWait; the
 // default, WaitBlock, sleeps in the kernel until the producer publishes).
 //
+// While it waits it tests every LivenessInterval (100 ms) whether the
+// producer is alive. Once the producer has exited or was killed, Read
+// delivers whatever it committed before dying, in order, and then returns
+// a *ProducerGoneError (errors.Is ErrProducerGone), within about
+// LivenessInterval of the death; later calls return it again, without
+// waiting, as soon as nothing is left.
+//
 // Like TryRead it does not allocate when a message is delivered without
 // sleeping. A read that sleeps in the kernel with a cancellable ctx
 // registers a context.AfterFunc for the duration of the call, which
@@ -557,6 +713,14 @@ func (r *Reader) Read(ctx context.Context, buf []byte) (Message, error) {
 			return m, err
 		}
 		if err := r.pause(&w); err != nil {
+			if _, gone := err.(*ProducerGoneError); gone {
+				// What the producer published before it died is still
+				// delivered, in order: look once more now that it is known
+				// to be gone.
+				if m, err := r.TryRead(buf); err != ErrNoMessage {
+					return m, err
+				}
+			}
 			return Message{}, err
 		}
 	}
@@ -572,6 +736,11 @@ func (r *Reader) ReadFunc(ctx context.Context, fn func(seq uint64, payload []byt
 			return err
 		}
 		if err := r.pause(&w); err != nil {
+			if _, gone := err.(*ProducerGoneError); gone {
+				if err := r.TryReadFunc(fn); err != ErrNoMessage {
+					return err
+				}
+			}
 			return err
 		}
 	}

@@ -25,6 +25,9 @@ type options struct {
 	// Test hooks.
 	readOnly  bool          // open the file read-only even if it is writable
 	parkSlice time.Duration // replaces MaxParkSlice
+	liveEvery time.Duration // replaces LivenessInterval
+
+	faultRecovery bool
 }
 
 // WithStart sets where the Reader begins; the default is Oldest.
@@ -40,6 +43,20 @@ func WithWait(s WaitStrategy) Option { return func(o *options) { o.wait = s } }
 // the cost of more wake-ups. A parked reader is woken by the producer and
 // does not use it.
 func WithPollInterval(d time.Duration) Option { return func(o *options) { o.pollMax = d } }
+
+// WithFaultRecovery makes the Reader survive the truncation of its segment
+// file by another process. Touching a page of a mapping past the end of
+// its file raises SIGBUS, which normally kills the process; with this
+// option every read runs with runtime/debug.SetPanicOnFault(true) (the
+// goroutine's previous setting is restored afterwards) and turns such a
+// fault into a *HeaderError wrapping ErrTruncated. It costs about 8-10 ns
+// per read (a deferred recover and two calls of SetPanicOnFault; see
+// README.md), so it is off by default: producers never shrink segments,
+// and only a process with write access to the file can. A fault inside a
+// ReadFunc callback on the payload is recovered too; any other panic of the
+// callback is passed on. Not under the race detector, which performs the
+// atomic loads in its own runtime, where a fault still kills the process.
+func WithFaultRecovery() Option { return func(o *options) { o.faultRecovery = true } }
 
 // SegmentPath resolves a segment name as the shmcast CLI does: "/demo" (one
 // leading slash and no other) and "demo" (no slash) name the shared-memory
@@ -80,8 +97,9 @@ func Open(name string, opts ...Option) (*Reader, error) {
 // or ErrSizeMismatch; a missing or forbidden file matches fs.ErrNotExist or
 // fs.ErrPermission.
 //
-// The file descriptor is closed before OpenPath returns; the Reader holds
-// only the mapping, until Close.
+// The Reader keeps the file open, until Close, to test whether the producer
+// is alive (see ProducerAlive): the producer holds a lock on the file for as
+// long as it lives.
 func OpenPath(path string, opts ...Option) (*Reader, error) {
 	var o options
 	for _, opt := range opts {
@@ -95,7 +113,12 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shmcast: %w", err)
 	}
-	defer f.Close()
+	keep := false // the Reader takes f over
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
 	size, err := fileSize(f)
 	if err != nil {
 		return nil, err
@@ -130,7 +153,7 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 		syscall.Munmap(mem)
 		return nil, err
 	}
-	m := &mapping{mem: mem}
+	m := &mapping{mem: mem, file: f}
 	if writable {
 		// Only after validation: nothing is ever written to a file that is
 		// not a valid segment. A failure (a sealed memfd, say) just means
@@ -148,21 +171,27 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	}
 	r, err := newReader(mem, hdr, path, unmap, o, m.sub)
 	if err != nil {
-		m.unmap()
+		m.unmap() // closes f
 		return nil, err
 	}
+	keep = true
+	// Fd is read once here; the descriptor stays open until the mapping is
+	// released, which happens only when nothing uses the Reader any more
+	// (see Reader.release), so the number cannot be reused under a check.
+	r.fd = int(f.Fd())
 	// A Reader dropped without Close still releases its mapping. The
 	// cleanup holds m, not r, so it does not keep r reachable.
 	runtime.AddCleanup(r, func(m *mapping) { m.unmap() }, m)
 	return r, nil
 }
 
-// mapping unmaps its memory once, whether Close or the garbage collector
-// gets there first, and then forgets the addresses.
+// mapping unmaps its memory and closes the segment file once, whether
+// Close or the garbage collector gets there first, and then forgets them.
 type mapping struct {
 	once sync.Once
-	mem  []byte // the whole segment, read-only
-	sub  []byte // the subscriber page, writable; nil if the file is read-only
+	mem  []byte   // the whole segment, read-only
+	sub  []byte   // the subscriber page, writable; nil if the file is read-only
+	file *os.File // kept open for the liveness test (F_OFD_GETLK)
 	err  error
 }
 
@@ -172,7 +201,10 @@ func (m *mapping) unmap() error {
 		if m.sub != nil {
 			m.err = errors.Join(m.err, syscall.Munmap(m.sub))
 		}
-		m.mem, m.sub = nil, nil
+		if m.file != nil {
+			m.file.Close() // a read-only close cannot lose data
+		}
+		m.mem, m.sub, m.file = nil, nil, nil
 	})
 	return m.err
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -74,6 +75,14 @@ const (
 	// comes too early to be seen), and it makes an idle parked read wake 20
 	// times a second to look again.
 	MaxParkSlice = 50 * time.Millisecond
+
+	// LivenessInterval is how often a blocking read that finds no message
+	// tests whether the producer is still alive (docs/LAYOUT.md, "Producer
+	// liveness"; the Rust reader's LIVENESS_INTERVAL). An idle read returns
+	// ErrProducerGone within about this long of the producer's death (plus
+	// one sleep of the wait strategy, at most 1 ms unless WithPollInterval
+	// says more), once it has delivered everything published before it.
+	LivenessInterval = 100 * time.Millisecond
 )
 
 // waiter is the state of one blocking read's wait, on the caller's stack.
@@ -84,6 +93,9 @@ type waiter struct {
 	armed bool          // wake_seq was loaded into v (and parked stored) since the last poll
 	v     uint32
 	stop  func() bool // unregisters the context.AfterFunc, once registered
+	// nextCheck is when the next liveness test is due; zero until the
+	// first empty poll that reads the clock.
+	nextCheck time.Time
 }
 
 // done releases what the wait registered.
@@ -94,9 +106,20 @@ func (w *waiter) done() {
 }
 
 // pause is called after an empty poll. It returns nil to poll again, or the
-// error that ends the read: ctx.Err(), os.ErrClosed.
+// error that ends the read: ctx.Err(), os.ErrClosed, or a
+// *ProducerGoneError (the caller then polls once more before reporting it).
 func (r *Reader) pause(w *waiter) error {
 	w.polls++
+	if r.fd >= 0 {
+		// Reading the clock costs about as much as a poll: while polling
+		// back to back, look only every spinCheckPolls polls.
+		polling := r.strategy == WaitSpin || r.strategy == WaitYield || w.polls <= spinPolls+yieldPolls
+		if !polling || w.polls%spinCheckPolls == 0 || r.dead {
+			if err := r.checkLiveness(w); err != nil {
+				return err
+			}
+		}
+	}
 	switch r.strategy {
 	case WaitSpin:
 		if w.polls%spinCheckPolls != 0 {
@@ -132,6 +155,35 @@ func (r *Reader) pause(w *waiter) error {
 	return r.park(w)
 }
 
+// checkLiveness tests the producer's lock when a test is due: every
+// r.liveEvery (LivenessInterval) of an idle blocking read, the first one
+// that long after the read found nothing, and at once when an earlier read
+// already found the producer gone.
+func (r *Reader) checkLiveness(w *waiter) error {
+	if r.dead {
+		return r.producerGone()
+	}
+	now := time.Now()
+	if w.nextCheck.IsZero() {
+		w.nextCheck = now.Add(r.liveEvery)
+		return nil
+	}
+	if now.Before(w.nextCheck) {
+		return nil
+	}
+	w.nextCheck = now.Add(r.liveEvery)
+	return r.producerGone()
+}
+
+// untilCheck caps a sleep of d so that it does not outlast the next
+// liveness test.
+func (r *Reader) untilCheck(w *waiter, d time.Duration) time.Duration {
+	if r.fd < 0 || w.nextCheck.IsZero() {
+		return d
+	}
+	return max(min(d, time.Until(w.nextCheck)), time.Microsecond)
+}
+
 // interrupted reports a done context or a closed Reader without waiting.
 func (r *Reader) interrupted(ctx context.Context) error {
 	select {
@@ -147,7 +199,7 @@ func (r *Reader) interrupted(ctx context.Context) error {
 // sleepBackoff sleeps on the Reader's reusable timer. It never touches the
 // mapping.
 func (r *Reader) sleepBackoff(w *waiter) error {
-	d := w.sleep
+	d := r.untilCheck(w, w.sleep)
 	w.sleep = min(2*w.sleep, r.pollMax)
 	if r.timer == nil {
 		r.timer = time.NewTimer(d)
@@ -175,17 +227,25 @@ func (r *Reader) sleepBackoff(w *waiter) error {
 // Both steps touch the mapping, so they run marked busy, like a read: Close
 // then leaves the unmapping to this goroutine and wakes it with a
 // FUTEX_WAKE made while the mapping is still there (see wakeBusy).
-func (r *Reader) park(w *waiter) error {
+func (r *Reader) park(w *waiter) (err error) {
 	if err := r.enter(); err != nil {
 		return err
 	}
+	old, done := debug.SetPanicOnFault(r.guard), false
+	defer func() {
+		if !done {
+			err = r.fault(recover())
+		}
+		debug.SetPanicOnFault(old)
+		r.exit()
+	}()
 	if !w.armed {
 		w.v = atomic.LoadUint32(r.wakeSeq)
 		if r.parked != nil {
 			atomic.StoreUint32(r.parked, 1)
 		}
 		w.armed = true
-		r.exit()
+		done = true
 		return nil
 	}
 	w.armed = false
@@ -206,7 +266,7 @@ func (r *Reader) park(w *waiter) error {
 	if err == nil {
 		futexWaitOn(r.wakeSeq, w.v, d)
 	}
-	r.exit()
+	done = true
 	return err
 }
 
@@ -219,6 +279,7 @@ func (r *Reader) parkTimeout(w *waiter) (time.Duration, error) {
 		d = w.sleep
 		w.sleep = min(2*w.sleep, r.pollMax)
 	}
+	d = r.untilCheck(w, d)
 	if dl, ok := w.ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {

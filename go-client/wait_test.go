@@ -911,3 +911,5 @@ func TestParkSteps(t *testing.T) {
 	read("C: after the wait", 3)
 	wt.done()
 }
+
+func withLiveEvery(d time.Duration) Option { return func(o *options) { o.liveEvery = d } }

@@ -11,6 +11,12 @@
 // asleep in the kernel until the producer publishes; see the package's
 // WaitStrategy). It changes when messages are noticed, never what is
 // printed.
+//
+// Like `shmcast tail`, it ends by itself once the producer has exited (or
+// was killed) and everything it published was read: with status 0, or,
+// when --count was given and not reached, with status 1 and
+// "the producer has exited; no more messages will arrive: received R and
+// lagged L of N" on standard error.
 package main
 
 import (
@@ -26,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unicode"
@@ -184,6 +191,13 @@ func tail(ctx context.Context, cfg config, out *bufio.Writer) error {
 				_, werr = fmt.Fprintf(out, "{\"lagged\":%d}\n", lag.Missed)
 			case !cfg.verify:
 				_, werr = fmt.Fprintf(out, "lagged=%d\n", lag.Missed)
+			}
+		case errors.Is(err, shmcast.ErrProducerGone):
+			// As the Rust command: everything published was read and nothing
+			// more will come. Falling short of --count is the only failure.
+			if cfg.countSet {
+				readErr = fmt.Errorf("%s: received %d and lagged %d of %d",
+					strings.TrimPrefix(err.Error(), "shmcast: "), received, lagged, cfg.count)
 			}
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			if cfg.countSet {

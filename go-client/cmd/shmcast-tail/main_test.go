@@ -163,3 +163,40 @@ func TestErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestProducerGone: like `shmcast tail`, the command ends by itself once the
+// producer has exited and everything it published was read: status 0
+// without --count, status 1 and the Rust wording with --count not reached,
+// status 0 when --count was reached first. Each run must end well before
+// the generous bound (the liveness test runs every 100 ms).
+func TestProducerGone(t *testing.T) {
+	w, path := segment(t, 4096)
+	for range 3 {
+		w.PublishPattern(10)
+	}
+	w.Kill()
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		out, inErr string
+	}{
+		{[]string{"--verify"}, 0, "received=3 lagged=0 corrupt=0\n", ""},
+		{[]string{"--verify", "--count", "3"}, 0, "received=3 lagged=0 corrupt=0\n", ""},
+		{[]string{"--verify", "--count", "5"}, 1, "received=3 lagged=0 corrupt=0\n",
+			"shmcast-tail: error: the producer has exited; no more messages will arrive: received 3 and lagged 0 of 5\n"},
+		{[]string{"--json", "--from", "next", "--count", "1", "--wait", "spin"}, 1, "",
+			"shmcast-tail: error: the producer has exited; no more messages will arrive: received 0 and lagged 0 of 1\n"},
+		{[]string{"--verify", "--wait", "backoff", "--timeout", "60"}, 0, "received=3 lagged=0 corrupt=0\n", ""},
+	} {
+		start := time.Now()
+		code, out, errOut := runTail(append([]string{path, "--from", "beginning"}, tc.args...)...)
+		took := time.Since(start)
+		t.Logf("%v: ended after %v", tc.args, took)
+		if code != tc.code || out != tc.out || errOut != tc.inErr {
+			t.Errorf("%v: status %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, code, out, errOut, tc.code, tc.out, tc.inErr)
+		}
+		if took > 5*time.Second {
+			t.Errorf("%v: took %v to notice the dead producer", tc.args, took)
+		}
+	}
+}

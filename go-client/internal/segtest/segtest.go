@@ -2,8 +2,10 @@
 // single-goroutine implementation of the publish algorithm of
 // docs/LAYOUT.md over a byte slice, so that the Go reader can be tested
 // (wrap-around, padding, laps, hostile mutations, fuzz seeds) without the
-// Rust producer. It trusts its caller, takes no lock and has no liveness.
-// The real producer is the Rust crate.
+// Rust producer. It trusts its caller. A Writer made by Create holds the
+// producer's liveness lock (docs/LAYOUT.md, "Producer liveness") until Kill
+// or the returned release function drops it. The real producer is the Rust
+// crate.
 package segtest
 
 import (
@@ -44,6 +46,7 @@ type Writer struct {
 	nextSeq  uint64
 	head     uint64
 	wakes    atomic.Uint64 // FUTEX_WAKE calls made by step 9
+	lock     *os.File      // holds the liveness lock (Create); nil for heap segments
 }
 
 // NewMem returns a zeroed, 8-byte aligned buffer of n bytes on the heap.
@@ -57,6 +60,12 @@ func NewMem(n int) []byte {
 // and latest first, magic last.
 func Init(mem []byte, capacity uint64) *Writer {
 	w := &Writer{Mem: mem, Capacity: capacity, nextSeq: 1}
+	w.init()
+	return w
+}
+
+func (w *Writer) init() {
+	capacity := w.Capacity
 	w.Store(OffVersion, 1)
 	w.Store(OffDataOff, DataOffset)
 	w.Store(OffCap, capacity)
@@ -65,7 +74,6 @@ func Init(mem []byte, capacity uint64) *Writer {
 	w.Store(OffCreated, 1_700_000_000_000_000_000)
 	w.Store(OffLatest, ^uint64(0))
 	w.Store(0, Magic)
-	return w
 }
 
 // NewHeap returns a Writer over a fresh heap segment.
@@ -74,23 +82,57 @@ func NewHeap(capacity uint64) *Writer {
 }
 
 // Create makes a segment file at path, maps it read-write and shared, and
-// returns a Writer over the mapping and a function that unmaps it.
+// returns a Writer over the mapping and a function that unmaps it and
+// drops the lock. Like the producer, it takes the liveness lock (an OFD
+// write lock on byte 0) before it stores magic, and holds it until Kill or
+// the returned function. An existing file at path is truncated and reused
+// (not replaced: use os.Remove first for a new inode).
 func Create(path string, capacity uint64) (*Writer, func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
 	size := int(DataOffset + capacity)
 	if err := f.Truncate(int64(size)); err != nil {
+		f.Close()
 		return nil, nil, err
+	}
+	// The lock is taken through an open file description of its own: the
+	// mapping keeps the one it was made from alive (and a lock on it held)
+	// until munmap, so closing that descriptor would not drop the lock.
+	lf, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err == nil {
+		err = lockFile(lf)
+		if err != nil {
+			lf.Close()
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("segtest: lock %s: %w", path, err)
 	}
 	mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	f.Close()
 	if err != nil {
+		lf.Close()
 		return nil, nil, err
 	}
-	return Init(mem, capacity), func() { syscall.Munmap(mem) }, nil
+	w := &Writer{Mem: mem, Capacity: capacity, nextSeq: 1, lock: lf}
+	w.init()
+	return w, func() { w.Kill(); syscall.Munmap(mem) }, nil
 }
+
+// Kill drops the liveness lock, as the death of the producer process does;
+// the mapping stays, so the Writer can still (wrongly) publish. Idempotent.
+func (w *Writer) Kill() {
+	if w.lock != nil {
+		w.lock.Close()
+		w.lock = nil
+	}
+}
+
+// Locked reports whether this Writer still holds the liveness lock.
+func (w *Writer) Locked() bool { return w.lock != nil }
 
 func (w *Writer) word(off uint64) *uint64 {
 	if off%8 != 0 || off+8 > uint64(len(w.Mem)) {
