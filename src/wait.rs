@@ -171,7 +171,8 @@ pub(crate) fn wait_for<T>(
                 next_check = Some(now + LIVENESS_INTERVAL);
             }
         }
-        // A sleep never outlasts the deadline or the next liveness check.
+        // No sleep outlasts the deadline, and a park lasts at most one liveness interval (so a
+        // dead producer is noticed about one interval after its death).
         let bounded = |nap: Duration| remaining.map_or(nap, |r| r.min(nap));
         match strategy {
             WaitStrategy::Spin => spin_hint(),
