@@ -193,3 +193,28 @@ func TestGoldenHarness(t *testing.T) {
 	}
 	checkGolden(t, dir)
 }
+
+// The hostile segments the Rust fuzzer keeps in ../testdata/hostile (hand-made
+// attacks and cases it found) must give the Go reader typed errors or
+// messages, and every read loop must end: the same property as
+// tests/hostile.rs, on the same bytes.
+func TestHostileCorpusFromRust(t *testing.T) {
+	files, err := filepath.Glob("../testdata/hostile/*.seg")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no hostile corpus (%v)", err)
+	}
+	for _, path := range files {
+		for _, start := range []shmcast.Start{shmcast.Beginning, shmcast.Oldest, shmcast.Newest, shmcast.Next} {
+			_, err := readGolden(path, start)
+			var hdr *shmcast.HeaderError
+			if err != nil && !errors.Is(err, shmcast.ErrCorrupt) && !errors.As(err, &hdr) {
+				t.Errorf("%s from %v: %v", filepath.Base(path), start, err)
+			}
+		}
+	}
+	// Positions from the header of 2^63 or more are corrupt (docs/LAYOUT.md).
+	_, err = readGolden("../testdata/hostile/head_at_u64_max.seg", shmcast.Oldest)
+	if !errors.Is(err, shmcast.ErrCorrupt) {
+		t.Errorf("head at 2^64-8: %v, want ErrCorrupt", err)
+	}
+}

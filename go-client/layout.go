@@ -43,6 +43,11 @@ const (
 	recordHead = 16              // commit word + length word
 )
 
+// maxPosition: positions stay below 2^63, so position arithmetic cannot
+// overflow; a larger head or latest means the segment is corrupt
+// (docs/LAYOUT.md, "Conventions").
+const maxPosition = 1 << 63
+
 // align8 rounds n up to a multiple of 8.
 func align8(n uint64) uint64 { return (n + 7) &^ 7 }
 

@@ -274,8 +274,8 @@ func (r *Reader) join(start Start) error {
 		}
 		for range maxResync {
 			h := atomic.LoadUint64(r.headPtr)
-			if h&7 != 0 {
-				return corrupt(h, "head is not a multiple of 8")
+			if h&7 != 0 || h >= maxPosition {
+				return corrupt(h, "head is not a multiple of 8 or is beyond 2^63")
 			}
 			w := r.ringWord(h)
 			if r.lappedAt(h, r.intent()) {
@@ -296,8 +296,8 @@ func (r *Reader) join(start Start) error {
 				r.pos, r.seq = 0, 1
 				return nil
 			}
-			if l&7 != 0 {
-				return corrupt(l, "latest is not a multiple of 8")
+			if l&7 != 0 || l >= maxPosition {
+				return corrupt(l, "latest is not a multiple of 8 or is beyond 2^63")
 			}
 			off := l & r.mask
 			w := r.ringWord(l)
@@ -337,8 +337,8 @@ func (r *Reader) resync(sameOK bool) error {
 	for range maxResync {
 		in := r.intent()
 		h := atomic.LoadUint64(r.headPtr)
-		if h&7 != 0 {
-			return corrupt(h, "head is not a multiple of 8")
+		if h&7 != 0 || h >= maxPosition {
+			return corrupt(h, "head is not a multiple of 8 or is beyond 2^63")
 		}
 		if r.lappedAt(h, in) {
 			return corrupt(h, fmt.Sprintf("head is more than a ring behind intent %d", in))

@@ -65,6 +65,10 @@ pub(crate) const fn word(byte_offset: usize) -> usize {
     byte_offset / 8
 }
 
+/// Positions stay below this (2^63 bytes: 29 years at 10 GB/s), so a reader's position
+/// arithmetic cannot overflow; a larger position in the header means the segment is corrupt.
+pub const MAX_POSITION: u64 = 1 << 63;
+
 /// `latest` before anything was published.
 pub const NO_LATEST: u64 = u64::MAX;
 

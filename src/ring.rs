@@ -386,9 +386,9 @@ impl<'a> Ring<'a> {
             } else {
                 latest
             };
-            if pos % 8 != 0 {
+            if pos % 8 != 0 || pos >= layout::MAX_POSITION {
                 return Err(RecvError::corrupt(
-                    "a header position is not a multiple of 8",
+                    "a header position is not a multiple of 8 or is beyond 2^63",
                 ));
             }
             let commit = self.at(pos).load(Ordering::Relaxed);
@@ -513,7 +513,10 @@ impl<'a> Ring<'a> {
             let intent = self.field(offset::INTENT).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             let head = self.field(offset::HEAD).load(Ordering::Relaxed);
-            if head % 8 != 0 || head.saturating_add(self.capacity) < intent {
+            if head % 8 != 0
+                || head >= layout::MAX_POSITION
+                || head.saturating_add(self.capacity) < intent
+            {
                 return Err(RecvError::corrupt("`head` is inconsistent with `intent`"));
             }
             fence(Ordering::Acquire);
