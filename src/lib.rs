@@ -59,6 +59,6 @@ pub use wait::WaitStrategy;
 #[cfg(not(loom))]
 pub use publisher::{Claim, Publisher, PublisherOptions, DEFAULT_CAPACITY, DEFAULT_MODE};
 #[cfg(not(loom))]
-pub use subscriber::{MessageRef, Received, SegmentInfo, Subscriber};
-#[cfg(not(loom))]
 pub use segment::{remove_stale_segment, Removal};
+#[cfg(not(loom))]
+pub use subscriber::{MessageRef, Received, SegmentInfo, Subscriber};

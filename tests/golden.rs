@@ -55,7 +55,11 @@ fn build(messages: &[Vec<u8>]) -> Vec<u8> {
     put_word(&mut bytes, offset::CREATED_UNIX_NS, GOLDEN_CREATED_NS);
     // A wall-clock time, set by the first publish (0 = never published).
     if get_word(&bytes, offset::LAST_PUBLISH_NS) != 0 {
-        put_word(&mut bytes, offset::LAST_PUBLISH_NS, GOLDEN_CREATED_NS + 1_000_000);
+        put_word(
+            &mut bytes,
+            offset::LAST_PUBLISH_NS,
+            GOLDEN_CREATED_NS + 1_000_000,
+        );
     }
     bytes
 }
