@@ -17,19 +17,20 @@ const (
 	headerSize = 4096 // producer header
 	dataOffset = 8192 // producer header + subscriber area
 
-	offMagic      = 0x000
-	offVersion    = 0x008 // u32 in the low half; the high half is reserved
-	offDataOffset = 0x010
-	offCapacity   = 0x018
-	offFlags      = 0x020
-	offEpoch      = 0x028
-	offPID        = 0x030
-	offCreated    = 0x038
-	offIntent     = 0x080
-	offHead       = 0x100
-	offLatest     = 0x108
-	offWakeSeq    = 0x1000 // u32 futex word, subscriber area
-	offParked     = 0x1004 // u32, non-zero: some reader may be parked
+	offMagic       = 0x000
+	offVersion     = 0x008 // u32 in the low half; the high half is reserved
+	offDataOffset  = 0x010
+	offCapacity    = 0x018
+	offFlags       = 0x020
+	offEpoch       = 0x028
+	offPID         = 0x030
+	offCreated     = 0x038
+	offWakeBarrier = 0x040 // 0: the producer fences after each publish; 1: a parking reader calls membarrier
+	offIntent      = 0x080
+	offHead        = 0x100
+	offLatest      = 0x108
+	offWakeSeq     = 0x1000 // u32 futex word, subscriber area
+	offParked      = 0x1004 // u32, non-zero: some reader may be parked
 
 	subSize = dataOffset - headerSize // the subscriber area, one page
 
@@ -41,6 +42,9 @@ const (
 	padBit     = uint64(1) << 63 // commit word of a padding record
 	noLatest   = ^uint64(0)      // latest before the first publish
 	recordHead = 16              // commit word + length word
+
+	wakeFence      = 0 // wake_barrier values (docs/LAYOUT.md, "Waiting and waking")
+	wakeMembarrier = 1
 )
 
 // maxPosition: positions stay below 2^63, so position arithmetic cannot

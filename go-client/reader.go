@@ -80,6 +80,7 @@ type Reader struct {
 	parkSlice  time.Duration // longest futex wait of a parked read (MaxParkSlice)
 	wakeSeq    *uint32       // the futex word, through the writable page if there is one
 	parked     *uint32       // nil: this Reader cannot register as parked
+	membarrier bool          // the producer relies on parking readers calling membarrier
 	cancelWake func()        // r.wakeBusy, bound once so registering it does not allocate it
 	unmap      func() error  // nil for readers over ordinary memory (tests)
 	fd         int           // the segment file, for the liveness test; -1: none (always alive)
@@ -151,7 +152,11 @@ func newReader(mem []byte, hdr Header, path string, unmap func() error, o option
 	if r.liveEvery <= 0 {
 		r.liveEvery = LivenessInterval
 	}
-	if sub != nil && futexSupported && o.wait == WaitBlock {
+	// A parking reader must be able to issue the barrier the producer relies on.
+	barrier := loadWord(mem, offWakeBarrier)
+	r.membarrier = barrier == wakeMembarrier
+	barrierOK := barrier == wakeFence || (r.membarrier && membarrierAvailable())
+	if sub != nil && futexSupported && o.wait == WaitBlock && barrierOK {
 		subBase := unsafe.Pointer(unsafe.SliceData(sub[:subSize:subSize]))
 		r.wakeSeq = (*uint32)(unsafe.Add(subBase, offWakeSeq-headerSize))
 		r.parked = (*uint32)(unsafe.Add(subBase, offParked-headerSize))

@@ -87,12 +87,13 @@ const (
 
 // waiter is the state of one blocking read's wait, on the caller's stack.
 type waiter struct {
-	ctx   context.Context
-	polls int           // empty polls so far
-	sleep time.Duration // next sleep of WaitBackoff or of a read-only futex wait
-	armed bool          // wake_seq was loaded into v (and parked stored) since the last poll
-	v     uint32
-	stop  func() bool // unregisters the context.AfterFunc, once registered
+	ctx    context.Context
+	polls  int           // empty polls so far
+	sleep  time.Duration // next sleep of WaitBackoff or of a read-only futex wait
+	armed  bool          // wake_seq was loaded into v (and parked stored) since the last poll
+	unsure bool          // the membarrier call of this arming failed: do not sleep long
+	v      uint32
+	stop   func() bool // unregisters the context.AfterFunc, once registered
 	// nextCheck is when the next liveness test is due; zero until the
 	// first empty poll that reads the clock.
 	nextCheck time.Time
@@ -241,8 +242,13 @@ func (r *Reader) park(w *waiter) (err error) {
 	}()
 	if !w.armed {
 		w.v = atomic.LoadUint32(r.wakeSeq)
+		w.unsure = false
 		if r.parked != nil {
 			atomic.StoreUint32(r.parked, 1)
+			// wake_barrier = 1: the producer publishes without a fence; this
+			// call runs it on the producer's CPU. If it fails, the producer may
+			// miss parked, so the wait below is kept short.
+			w.unsure = r.membarrier && !membarrierGlobal()
 		}
 		w.armed = true
 		done = true
@@ -275,6 +281,9 @@ func (r *Reader) park(w *waiter) (err error) {
 // past ctx's deadline.
 func (r *Reader) parkTimeout(w *waiter) (time.Duration, error) {
 	d := r.parkSlice
+	if w.unsure {
+		d = r.pollMax
+	}
 	if r.parked == nil {
 		d = w.sleep
 		w.sleep = min(2*w.sleep, r.pollMax)

@@ -36,6 +36,9 @@ pub mod offset {
     pub const PRODUCER_PID: usize = 0x030;
     /// `created_unix_ns`.
     pub const CREATED_UNIX_NS: usize = 0x038;
+    /// `wake_barrier`: how the producer orders a publish before its look at `parked`
+    /// ([`super::WAKE_FENCE`] or [`super::WAKE_MEMBARRIER`]).
+    pub const WAKE_BARRIER: usize = 0x040;
     /// `intent`: alone in its 128-byte block, written on every publish.
     pub const INTENT: usize = 0x080;
     /// `head`: position of the oldest retained record.
@@ -45,6 +48,12 @@ pub mod offset {
     /// `last_publish_ns`: wall-clock time of a recent publish or heartbeat (0: never).
     pub const LAST_PUBLISH_NS: usize = 0x110;
 }
+
+/// `wake_barrier`: the producer issues a sequentially consistent fence after every publish.
+pub const WAKE_FENCE: u64 = 0;
+/// `wake_barrier`: the producer is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` and publishes
+/// without a fence; a reader must call `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` to park.
+pub const WAKE_MEMBARRIER: u64 = 1;
 
 /// Start of the subscriber area (the page between the producer header and the ring).
 pub const SUBSCRIBER_AREA: u64 = 0x1000;
@@ -121,6 +130,7 @@ pub(crate) struct Identity {
     pub epoch: u64,
     pub producer_pid: u64,
     pub created_unix_ns: u64,
+    pub wake_barrier: u64,
 }
 
 #[cfg(test)]

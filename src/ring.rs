@@ -688,7 +688,11 @@ impl HeapRing {
 
     /// The wake-up words, as a subscriber with write access (or the producer) sees them.
     pub(crate) fn wake_words(&self) -> crate::wait::WakeWords<'_> {
-        crate::wait::WakeWords::new(&self.wake_seq, Some(&self.parked))
+        crate::wait::WakeWords::new(
+            &self.wake_seq,
+            Some(&self.parked),
+            crate::wait::Barrier::Fence,
+        )
     }
 
     /// Direct access for tests that corrupt the ring on purpose.

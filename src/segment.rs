@@ -16,8 +16,9 @@ use crate::error::Error;
 use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WORDS};
 use crate::liveness;
 use crate::ring::Ring;
+use crate::sync;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
-use crate::wait::WakeWords;
+use crate::wait::{Barrier, WakeWords};
 
 /// Where a segment lives: a POSIX shared-memory object or a file path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +124,9 @@ impl Location {
 pub(crate) struct Mapping {
     map: MmapRaw,
     capacity: u64,
+    /// How publishes are ordered before the producer's look at `parked`; `None` when this
+    /// process cannot issue the barrier a parking reader needs (it then does not park).
+    barrier: Option<Barrier>,
     wake_page: WakePage,
     /// Kept open: the producer's liveness lock lives on it (docs/LAYOUT.md, "Producer
     /// liveness"), and subscribers test that lock through it.
@@ -187,13 +191,16 @@ impl Mapping {
         };
         let wake_seq = layout::WAKE_SEQ - layout::SUBSCRIBER_AREA as usize;
         let parked = layout::PARKED - layout::SUBSCRIBER_AREA as usize;
-        match &self.wake_page {
-            WakePage::InMap => WakeWords::new(at(in_map(), wake_seq), Some(at(in_map(), parked))),
-            WakePage::Separate(page) => WakeWords::new(
-                at(page.as_mut_ptr(), wake_seq),
-                Some(at(page.as_mut_ptr(), parked)),
-            ),
-            WakePage::ReadOnly => WakeWords::new(at(in_map(), wake_seq), None),
+        let base = match &self.wake_page {
+            WakePage::InMap | WakePage::ReadOnly => in_map(),
+            WakePage::Separate(page) => page.as_mut_ptr(),
+        };
+        let writable = !matches!(self.wake_page, WakePage::ReadOnly);
+        match self.barrier {
+            Some(barrier) if writable => {
+                WakeWords::new(at(base, wake_seq), Some(at(base, parked)), barrier)
+            }
+            _ => WakeWords::new(at(base, wake_seq), None, Barrier::Fence),
         }
     }
 
@@ -239,6 +246,17 @@ fn load_identity(words: &[AtomicU64]) -> Identity {
         epoch: get(offset::EPOCH),
         producer_pid: get(offset::PRODUCER_PID),
         created_unix_ns: get(offset::CREATED_UNIX_NS),
+        wake_barrier: get(offset::WAKE_BARRIER),
+    }
+}
+
+/// The barrier a reader of a segment whose header says `wake_barrier` must use to park, if it
+/// can issue it (an unknown value, or a membarrier this process may not call: it cannot).
+fn reader_barrier(wake_barrier: u64) -> Option<Barrier> {
+    match wake_barrier {
+        layout::WAKE_FENCE => Some(Barrier::Fence),
+        layout::WAKE_MEMBARRIER if sync::membarrier_available() => Some(Barrier::Membarrier),
+        _ => None,
     }
 }
 
@@ -508,13 +526,21 @@ fn create_new(location: &Location, file: File, capacity: u64, mode: u32) -> Resu
         .len(total as usize)
         .map_raw(&file)
         .map_err(|e| Error::from_io("map", path.clone(), e))?;
+    // Registered before `magic`: once a reader can see `wake_barrier = membarrier`, its
+    // membarrier calls reach this process.
+    let barrier = if sync::membarrier_register() {
+        Barrier::Membarrier
+    } else {
+        Barrier::Fence
+    };
     let mapping = Mapping {
         map,
         capacity,
+        barrier: Some(barrier),
         wake_page: WakePage::InMap,
         file,
     };
-    init_header(&mapping, capacity);
+    init_header(&mapping, capacity, barrier);
     guard.0 = None;
     Ok(mapping)
 }
@@ -542,7 +568,7 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn init_header(mapping: &Mapping, capacity: u64) {
+fn init_header(mapping: &Mapping, capacity: u64, barrier: Barrier) {
     let words = mapping.header_words();
     let set = |off: usize, value: u64| words[layout::word(off)].store(value, Ordering::Relaxed);
     let now = SystemTime::now()
@@ -556,6 +582,13 @@ fn init_header(mapping: &Mapping, capacity: u64) {
     set(offset::EPOCH, 1);
     set(offset::PRODUCER_PID, u64::from(std::process::id()));
     set(offset::CREATED_UNIX_NS, now);
+    set(
+        offset::WAKE_BARRIER,
+        match barrier {
+            Barrier::Fence => layout::WAKE_FENCE,
+            Barrier::Membarrier => layout::WAKE_MEMBARRIER,
+        },
+    );
     mapping.ring().init_indices();
     // Publishes everything above to readers that see `magic` (docs/LAYOUT.md, "Initialisation").
     words[layout::word(offset::MAGIC)].store(layout::MAGIC, Ordering::Release);
@@ -622,6 +655,7 @@ fn map_validated(file: File, path: PathBuf, writable: bool) -> Result<Mapping, E
     Ok(Mapping {
         map,
         capacity: id.capacity,
+        barrier: reader_barrier(id.wake_barrier),
         wake_page,
         file,
     })

@@ -11,6 +11,57 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+/// `membarrier(2)` commands (linux/membarrier.h).
+#[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
+mod membarrier_cmd {
+    pub const QUERY: i32 = 0;
+    pub const GLOBAL_EXPEDITED: i32 = 1 << 1;
+    pub const REGISTER_GLOBAL_EXPEDITED: i32 = 1 << 2;
+}
+
+#[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
+fn membarrier(cmd: i32) -> i64 {
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    unsafe { nix::libc::syscall(nix::libc::SYS_membarrier, cmd, 0u32) as i64 }
+}
+
+/// Whether this kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (and this process may call it:
+/// a seccomp filter can refuse it).
+pub(crate) fn membarrier_available() -> bool {
+    #[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
+    {
+        let supported = membarrier(membarrier_cmd::QUERY);
+        supported >= 0 && supported & i64::from(membarrier_cmd::GLOBAL_EXPEDITED) != 0
+    }
+    #[cfg(not(all(not(loom), any(target_os = "linux", target_os = "android"))))]
+    false
+}
+
+/// Registers this process as a target of `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: from now on a
+/// reader's `membarrier` call runs a full memory barrier on every CPU running one of our
+/// threads. `false` if the kernel (or a seccomp filter) refuses.
+pub(crate) fn membarrier_register() -> bool {
+    #[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
+    {
+        // Lets tests and unusual deployments exercise the fence fallback.
+        if std::env::var_os("SHMCAST_NO_MEMBARRIER").is_some() {
+            return false;
+        }
+        membarrier_available() && membarrier(membarrier_cmd::REGISTER_GLOBAL_EXPEDITED) == 0
+    }
+    #[cfg(not(all(not(loom), any(target_os = "linux", target_os = "android"))))]
+    false
+}
+
+/// A full memory barrier on this thread and on every running thread of every registered
+/// process (the producers). `false` if the call failed.
+pub(crate) fn membarrier_global() -> bool {
+    #[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
+    return membarrier(membarrier_cmd::GLOBAL_EXPEDITED) == 0;
+    #[cfg(not(all(not(loom), any(target_os = "linux", target_os = "android"))))]
+    false
+}
+
 /// A hint for spin loops; under loom it yields so the model can make progress.
 #[inline]
 pub(crate) fn spin_hint() {

@@ -53,6 +53,8 @@ fn build(messages: &[Vec<u8>]) -> Vec<u8> {
     fs::remove_file(&path).unwrap();
     put_word(&mut bytes, offset::PRODUCER_PID, GOLDEN_PID);
     put_word(&mut bytes, offset::CREATED_UNIX_NS, GOLDEN_CREATED_NS);
+    // Depends on whether this machine lets the producer register for membarrier.
+    put_word(&mut bytes, offset::WAKE_BARRIER, layout::WAKE_MEMBARRIER);
     // A wall-clock time, set by the first publish (0 = never published).
     if get_word(&bytes, offset::LAST_PUBLISH_NS) != 0 {
         put_word(

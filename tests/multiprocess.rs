@@ -1068,12 +1068,29 @@ fn consumers_joining_mid_stream_start_where_they_should_and_read_consecutively()
 /// while nobody is parked (only a busy-polling consumer attached).
 #[test]
 fn parked_consumers_are_woken_for_every_message_and_idle_publishing_makes_no_wakeups() {
+    // The producer registers for membarrier where the kernel allows it (publishing without a
+    // fence); the fence fallback must work as well.
+    parked_consumers_run(false);
+    parked_consumers_run(true);
+}
+
+fn parked_consumers_run(force_fence: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = unique_name("parked");
     let _segment = SegmentGuard::new(&name);
     let mut procs = Processes::new();
-    let producer = procs.spawn("paced-producer", child("paced-producer", &name));
+    let mut cmd = child("paced-producer", &name);
+    if force_fence {
+        cmd.env("SHMCAST_NO_MEMBARRIER", "1");
+    }
+    let producer = procs.spawn("paced-producer", cmd);
     procs.wait_for(producer, "CREATED");
+    let header = std::fs::read(format!("/dev/shm{name}")).expect("read the header");
+    let barrier = u64::from_le_bytes(header[0x40..0x48].try_into().unwrap());
+    eprintln!("wake_barrier = {barrier} (force_fence: {force_fence})");
+    if force_fence {
+        assert_eq!(barrier, layout::WAKE_FENCE);
+    }
     let published = |procs: &mut Processes, command: &str| {
         procs.send(producer, command);
         let f = fields(&procs.take(producer, "PUBLISHED"));

@@ -1,0 +1,3 @@
+package shmcast
+
+const sysMembarrier = 324 // not in package syscall for this architecture

@@ -1,0 +1,3 @@
+package shmcast
+
+const sysMembarrier = 283 // not in package syscall for this architecture
