@@ -558,6 +558,14 @@ func TestNoLostWakeups(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	for i := 1; i <= published; i++ {
 		switch rng.IntN(8) {
+		case 7:
+			// Now and then, publish only once some reader has registered as
+			// parked, so that the wake-up path is exercised however slow the
+			// machine (under qemu the short pauses alone may never let a
+			// reader get past its spin phase).
+			for end := time.Now().Add(time.Second); w.Parked() == 0 && time.Now().Before(end); {
+				time.Sleep(50 * time.Microsecond)
+			}
 		case 0:
 			time.Sleep(time.Duration(rng.IntN(100)) * time.Microsecond)
 		case 1:
