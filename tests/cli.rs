@@ -8,13 +8,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use shmcast::pattern;
+
+mod common;
+use common::{shm_name, unique, Cleanup};
 
 /// `shmcast` with the arguments of `cmdline` (split at spaces, `NAME` replaced by `name`).
 fn command(cmdline: &str, name: &str) -> Command {
@@ -130,42 +131,11 @@ fn assert_usage_error(output: &Output) {
     assert!(output.stdout.is_empty());
 }
 
-fn unique(what: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "shmcast-cli-{what}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A unique shared-memory name; its file is removed when the guard is dropped.
-fn shm_name(what: &str) -> (String, Cleanup) {
-    let name = format!("/{}", unique(what));
-    let guard = Cleanup(PathBuf::from(format!("/dev/shm{name}")));
-    (name, guard)
-}
-
 /// A unique file path in the temporary directory; removed when the guard is dropped.
 fn temp_path(what: &str) -> (String, Cleanup) {
     let path = std::env::temp_dir().join(unique(what));
     let text = path.to_str().expect("UTF-8 temp dir").to_owned();
     (text, Cleanup(path))
-}
-
-/// Removes a segment or file at the end of a test, passed or failed.
-struct Cleanup(PathBuf);
-
-impl Cleanup {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The `--json` line of a message.

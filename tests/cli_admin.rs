@@ -8,7 +8,6 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
@@ -16,48 +15,8 @@ use shmcast::{
     layout, pattern, remove_stale_segment, Error, Publisher, Removal, StartAt, Subscriber,
 };
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shmcast-admin-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A fresh directory, removed with everything in it when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir(&path).expect("create the test directory");
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp dir")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Removes a file at the end of a test, passed or failed.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+mod common;
+use common::{unique, Cleanup, TempDir};
 
 fn shmcast(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shmcast"))

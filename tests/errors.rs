@@ -6,23 +6,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{shm_path, unique_shm};
 use shmcast::{Error, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "/shmcast-err-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm{name}"))
-}
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -47,7 +35,7 @@ fn invalid_names_are_refused() {
 
 #[test]
 fn a_bare_name_means_the_same_segment_as_a_slashed_one() {
-    let name = unique("bare");
+    let name = unique_shm("bare");
     let mut publisher = Publisher::options().capacity(4096).create(&name).unwrap();
     publisher.publish(b"x").unwrap();
     let mut sub = Subscriber::open(name.trim_start_matches('/'), StartAt::Oldest).unwrap();
@@ -57,7 +45,7 @@ fn a_bare_name_means_the_same_segment_as_a_slashed_one() {
 #[test]
 fn invalid_capacities_are_refused_and_leave_no_file() {
     for capacity in [0, 1000, 2048, 4097, 1 << 41] {
-        let name = unique("cap");
+        let name = unique_shm("cap");
         match Publisher::options().capacity(capacity).create(&name) {
             Err(e @ Error::InvalidCapacity { .. }) => {
                 assert!(e.to_string().contains(&capacity.to_string()), "{e}")
@@ -81,7 +69,7 @@ fn a_plain_file_in_the_way_is_never_adopted() {
 
 #[test]
 fn messages_larger_than_the_maximum_are_refused() {
-    let name = unique("large");
+    let name = unique_shm("large");
     let mut publisher = Publisher::options().capacity(4096).create(&name).unwrap();
     let max = publisher.max_payload();
     assert_eq!(max, 1008);
@@ -101,7 +89,7 @@ fn messages_larger_than_the_maximum_are_refused() {
 
 #[test]
 fn missing_segments_are_not_found() {
-    let name = unique("missing");
+    let name = unique_shm("missing");
     let err = Subscriber::open(&name, StartAt::Oldest).unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
     assert!(
@@ -114,7 +102,7 @@ fn missing_segments_are_not_found() {
 
 #[test]
 fn the_requested_mode_is_applied_exactly() {
-    let name = unique("mode");
+    let name = unique_shm("mode");
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let result = Publisher::options()
         .capacity(4096)
@@ -128,7 +116,7 @@ fn the_requested_mode_is_applied_exactly() {
         .mode();
     assert_eq!(mode & 0o7777, 0o640);
 
-    let default = unique("mode-default");
+    let default = unique_shm("mode-default");
     let _p = Publisher::options()
         .capacity(4096)
         .create(&default)
@@ -142,11 +130,11 @@ fn the_requested_mode_is_applied_exactly() {
 
 #[test]
 fn unlink_on_drop_is_the_default_and_can_be_turned_off() {
-    let name = unique("drop");
+    let name = unique_shm("drop");
     drop(Publisher::options().capacity(4096).create(&name).unwrap());
     assert!(!shm_path(&name).exists());
 
-    let kept = unique("keep");
+    let kept = unique_shm("keep");
     drop(
         Publisher::options()
             .capacity(4096)
@@ -171,7 +159,7 @@ fn shmcast_as_nobody(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn permission_is_denied_without_read_access_and_read_only_access_suffices() {
-    let name = unique("perm");
+    let name = unique_shm("perm");
     let mut publisher = Publisher::options()
         .capacity(4096)
         .mode(0o600)
@@ -206,7 +194,7 @@ fn permission_is_denied_without_read_access_and_read_only_access_suffices() {
 /// read still sees every message, by polling the futex word with a timeout of at most 1 ms.
 #[test]
 fn a_read_only_subscriber_cannot_park_but_blocking_reads_still_deliver() {
-    let name = unique("ro-wait");
+    let name = unique_shm("ro-wait");
     let mut publisher = Publisher::options()
         .capacity(1 << 16)
         .mode(0o644)
@@ -338,7 +326,7 @@ fn file_errors_say_what_to_do() {
 
 #[test]
 fn read_errors() {
-    let name = unique("read");
+    let name = unique_shm("read");
     let mut publisher = Publisher::options().capacity(4096).create(&name).unwrap();
     let mut sub = Subscriber::open(&name, StartAt::Beginning).unwrap();
 

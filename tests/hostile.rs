@@ -39,6 +39,9 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 use shmcast::layout::{self, offset, DATA_OFFSET, NO_LATEST, PAD};
+
+mod common;
+use common::TempDir;
 use shmcast::pattern::{self, splitmix64};
 use shmcast::{Error, PublisherOptions, RecvError, StartAt, Subscriber};
 
@@ -126,32 +129,6 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-/// A private scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "shmcast-hostile-{what}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temporary directory");
-        TempDir(dir)
-    }
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Aborts the process, naming the case, if `progress` stops moving for [`STALL_LIMIT`]: a
@@ -500,7 +477,7 @@ fn exercise_file(path: &Path, what: &str, blocking: bool) -> Stats {
 
 /// Writes `bytes` to `path` and exercises it; a panic saves the case for reproduction first.
 fn run_case(dir: &TempDir, bytes: &[u8], what: &str, blocking: bool) -> Stats {
-    let path = dir.file("case.seg");
+    let path = dir.join("case.seg");
     fs::write(&path, bytes).expect("write case");
     match panic::catch_unwind(AssertUnwindSafe(|| exercise_file(&path, what, blocking))) {
         Ok(stats) => stats,
@@ -945,7 +922,7 @@ fn golden_mutations_never_panic_or_hang() {
     // checks, and their mutations mostly stay rejected).
     let readable: Vec<usize> = (0..goldens.len())
         .filter(|&i| {
-            let path = dir.file("pristine.seg");
+            let path = dir.join("pristine.seg");
             fs::write(&path, &goldens[i].1).unwrap();
             Subscriber::open_path(&path, StartAt::Beginning).is_ok()
         })
@@ -1269,7 +1246,7 @@ fn corruption_of_a_live_file_never_panics_or_hangs() {
     let started = Instant::now();
     let watchdog = Watchdog::start("corruption_of_a_live_file_never_panics_or_hangs");
     let dir = TempDir::new("live");
-    let path = dir.file("live.seg");
+    let path = dir.join("live.seg");
     let pristine = fs::read(golden_dir().join("wrapped.seg")).unwrap();
     fs::write(&path, &pristine).unwrap();
     let cap = capacity_of(&pristine);
@@ -1343,7 +1320,7 @@ fn corruption_while_publishing_never_panics_or_hangs() {
     let started = Instant::now();
     let watchdog = Watchdog::start("corruption_while_publishing_never_panics_or_hangs");
     let dir = TempDir::new("publishing");
-    let path = dir.file("live.seg");
+    let path = dir.join("live.seg");
     let cap = 4096;
     let count = 100_000 * scale();
     let (ready, stop, published) = (
@@ -1408,7 +1385,7 @@ fn without_corruption_every_message_matches_its_pattern() {
     let started = Instant::now();
     let watchdog = Watchdog::start("without_corruption_every_message_matches_its_pattern");
     let dir = TempDir::new("clean");
-    let path = dir.file("clean.seg");
+    let path = dir.join("clean.seg");
     let cap = 4096;
     let count = 100_000 * scale();
     let (ready, stop) = (AtomicBool::new(false), AtomicBool::new(false));
@@ -1524,7 +1501,7 @@ fn sigbus_child_entry() {
 /// output.
 fn truncate_under_a_reader(role: &str, truncate_to: u64) -> (std::process::ExitStatus, String) {
     let dir = TempDir::new("sigbus");
-    let path = dir.file("victim.seg");
+    let path = dir.join("victim.seg");
     let mut publisher = PublisherOptions::new()
         .capacity(64 * 1024)
         .unlink_on_drop(false)

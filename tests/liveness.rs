@@ -2,39 +2,17 @@
 //! dead producer's segment, and blocking reads that end when the producer is gone.
 //! (Killing a producer process with SIGKILL is in `tests/multiprocess.rs`.)
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmcast::wait::LIVENESS_INTERVAL;
 use shmcast::{Error, Publisher, RecvError, StartAt, Subscriber, WaitStrategy};
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "/shmcast-live-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm{name}"))
-}
-
-/// Removes the segment when the test ends, however it ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(shm_path(&self.0));
-    }
-}
+mod common;
+use common::{shm_name, shm_path};
 
 #[test]
 fn a_second_producer_on_a_live_segment_is_refused_with_the_owners_pid() {
-    let name = unique("second");
-    let _cleanup = Cleanup(name.clone());
+    let (name, _cleanup) = shm_name("second");
     let mut first = Publisher::create(&name).unwrap();
     first.publish(b"kept").unwrap();
     match Publisher::create(&name) {
@@ -56,8 +34,7 @@ fn a_second_producer_on_a_live_segment_is_refused_with_the_owners_pid() {
 
 #[test]
 fn a_dead_producers_segment_is_replaced_and_its_readers_are_told() {
-    let name = unique("replace");
-    let _cleanup = Cleanup(name.clone());
+    let (name, _cleanup) = shm_name("replace");
     let mut old = Publisher::options()
         .unlink_on_drop(false)
         .create(&name)
@@ -94,8 +71,7 @@ fn a_dead_producers_segment_is_replaced_and_its_readers_are_told() {
 
 #[test]
 fn replacing_can_be_turned_off_and_foreign_files_are_never_replaced() {
-    let name = unique("keep");
-    let _cleanup = Cleanup(name.clone());
+    let (name, _cleanup) = shm_name("keep");
     drop(
         Publisher::options()
             .unlink_on_drop(false)
@@ -109,8 +85,7 @@ fn replacing_can_be_turned_off_and_foreign_files_are_never_replaced() {
     );
     assert!(shm_path(&name).exists());
 
-    let foreign = unique("foreign");
-    let _cleanup_foreign = Cleanup(foreign.clone());
+    let (foreign, _cleanup_foreign) = shm_name("foreign");
     std::fs::write(shm_path(&foreign), b"not a segment").unwrap();
     let refused = Publisher::create(&foreign);
     assert!(
@@ -128,8 +103,7 @@ fn blocking_reads_end_soon_after_the_producer_is_gone_with_every_strategy() {
         WaitStrategy::Backoff,
         WaitStrategy::Block,
     ] {
-        let name = unique("gone");
-        let _cleanup = Cleanup(name.clone());
+        let (name, _cleanup) = shm_name("gone");
         let mut publisher = Publisher::create(&name).unwrap();
         let mut reader = Subscriber::open(&name, StartAt::Next).unwrap();
         reader.set_wait_strategy(strategy);
@@ -168,8 +142,7 @@ fn a_read_lock_taken_by_a_reader_does_not_fake_a_live_producer() {
     use nix::libc;
     use std::os::fd::AsRawFd;
 
-    let name = unique("rdlock");
-    let _cleanup = Cleanup(name.clone());
+    let (name, _cleanup) = shm_name("rdlock");
     let publisher = Publisher::options()
         .unlink_on_drop(false)
         .create(&name)
