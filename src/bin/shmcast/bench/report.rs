@@ -8,6 +8,19 @@ use serde_json::{json, Value};
 use super::sys::{self, cpu_list, Ctx, HostInfo};
 use super::Result;
 
+/// The rows of one kind: `rows_of!(rows, Row::Latency)` is a `Vec<&LatencyRow>`.
+macro_rules! rows_of {
+    ($rows:expr, $variant:path) => {
+        $rows
+            .iter()
+            .filter_map(|r| match r {
+                $variant(row) => Some(row),
+                _ => None,
+            })
+            .collect()
+    };
+}
+
 /// How a latency was obtained.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -492,13 +505,7 @@ impl Reporter {
     }
 
     fn latency_tables(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
-        let latencies: Vec<&LatencyRow> = rows
-            .iter()
-            .filter_map(|r| match r {
-                Row::Latency(l) => Some(l),
-                _ => None,
-            })
-            .collect();
+        let latencies: Vec<&LatencyRow> = rows_of!(rows, Row::Latency);
         if latencies.is_empty() {
             return Ok(());
         }
@@ -581,13 +588,7 @@ impl Reporter {
     }
 
     fn throughput_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
-        let all: Vec<&ThroughputRow> = rows
-            .iter()
-            .filter_map(|r| match r {
-                Row::Throughput(t) => Some(t),
-                _ => None,
-            })
-            .collect();
+        let all: Vec<&ThroughputRow> = rows_of!(rows, Row::Throughput);
         if all.is_empty() {
             return Ok(());
         }
@@ -645,13 +646,7 @@ impl Reporter {
     }
 
     fn publish_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
-        let all: Vec<&PublishRow> = rows
-            .iter()
-            .filter_map(|r| match r {
-                Row::Publish(p) => Some(p),
-                _ => None,
-            })
-            .collect();
+        let all: Vec<&PublishRow> = rows_of!(rows, Row::Publish);
         if all.is_empty() {
             return Ok(());
         }
@@ -727,13 +722,7 @@ impl Reporter {
 
 impl Reporter {
     fn wake_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
-        let all: Vec<&WakeRow> = rows
-            .iter()
-            .filter_map(|r| match r {
-                Row::Wake(w) => Some(w),
-                _ => None,
-            })
-            .collect();
+        let all: Vec<&WakeRow> = rows_of!(rows, Row::Wake);
         let Some(first) = all.first() else {
             return Ok(());
         };
@@ -790,13 +779,7 @@ impl Reporter {
     }
 
     fn idle_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
-        let all: Vec<&IdleRow> = rows
-            .iter()
-            .filter_map(|r| match r {
-                Row::Idle(i) => Some(i),
-                _ => None,
-            })
-            .collect();
+        let all: Vec<&IdleRow> = rows_of!(rows, Row::Idle);
         let Some(first) = all.first() else {
             return Ok(());
         };
