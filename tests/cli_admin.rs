@@ -63,6 +63,19 @@ fn dead_segment(path: &Path, messages: u64) {
     for seq in 1..=messages {
         publisher.publish(&seq.to_le_bytes()).unwrap();
     }
+    drop(publisher);
+    // Another test thread may be spawning a process right now: until that child execs, it
+    // shares our descriptors (and so the producer's lock). Wait until the lock is really free.
+    let probe =
+        Subscriber::open_path(path, StartAt::Oldest).expect("open the dead producer's segment");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while probe.producer_alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock outlived its producer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Pseudo-random bytes.
