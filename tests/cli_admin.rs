@@ -64,8 +64,13 @@ fn dead_segment(path: &Path, messages: u64) {
         publisher.publish(&seq.to_le_bytes()).unwrap();
     }
     drop(publisher);
-    // Another test thread may be spawning a process right now: until that child execs, it
-    // shares our descriptors (and so the producer's lock). Wait until the lock is really free.
+    await_dead(path);
+}
+
+/// Waits until the producer lock of the segment at `path` is free. Another test thread may be
+/// spawning a process when a producer is dropped: until that child execs, it shares our
+/// descriptors, and so the lock.
+fn await_dead(path: &Path) {
     let probe =
         Subscriber::open_path(path, StartAt::Oldest).expect("open the dead producer's segment");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -342,6 +347,7 @@ fn the_default_directory_is_dev_shm_with_shm_names() {
             .create(&dead_name)
             .unwrap(),
     );
+    await_dead(&common::shm_path(&dead_name));
 
     let rows = list_json(&[]);
     let find = |name: &str| {
@@ -412,6 +418,7 @@ fn inspect_shows_a_live_producer_that_never_published() {
         .unwrap();
     dead.heartbeat();
     drop(dead);
+    await_dead(&path);
     let output = shmcast(&["inspect", path.to_str().unwrap()]);
     assert_ok(&output);
     let text = stdout(&output);
