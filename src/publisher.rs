@@ -261,7 +261,9 @@ impl Publisher {
 #[inline]
 fn after_publish(mapping: &Mapping, seq: u64, wakeups: &mut u64) {
     let woke = mapping.wake_words().wake_parked();
-    *wakeups += u64::from(woke);
+    if woke {
+        *wakeups += 1;
+    }
     if woke || seq % 64 == 1 {
         mapping.set_last_publish_ns(unix_now_ns());
     }

@@ -146,7 +146,7 @@ enum WakePage {
 
 // The header and the ring are always accessed through atomics (see `Mapping::ring`).
 impl Mapping {
-    fn header_words(&self) -> &[AtomicU64] {
+    fn header_words(&self) -> &[AtomicU64; HEADER_WORDS] {
         // SAFETY: the mapping is at least DATA_OFFSET + capacity bytes (checked by `create` and
         // `open` before a `Mapping` is built) and lives as long as the returned borrow of
         // `self`. mmap returns page-aligned memory, so the base is 8-byte aligned, and AtomicU64
@@ -155,7 +155,7 @@ impl Mapping {
         // every process accesses these words only with atomic operations (docs/LAYOUT.md). In a
         // read-only mapping this crate only performs relaxed loads, which Rust documents as
         // valid on read-only memory for word-sized atomics.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), HEADER_WORDS) }
+        unsafe { &*self.map.as_ptr().cast::<[AtomicU64; HEADER_WORDS]>() }
     }
 
     /// The ring view of this mapping.

@@ -106,6 +106,7 @@ impl Subscriber {
     /// Returns [`RecvError::Empty`] if there is none yet, [`RecvError::Lagged`] if messages
     /// were lost (read again to continue), and [`RecvError::BufferTooSmall`] (the message stays
     /// unread) if `buf` is shorter than the message.
+    #[inline]
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Received, RecvError> {
         let (seq, len) = self.mapping.ring().read_into(&mut self.state, buf)?;
         Ok(Received { seq, len })
@@ -114,6 +115,7 @@ impl Subscriber {
     /// Copies the next message into `buf` (resized to the message's length) without blocking
     /// and returns its sequence number. Reusing the same `Vec` allocates only when a message is
     /// longer than any before it.
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
         self.mapping.ring().read_to_vec(&mut self.state, buf)
     }
