@@ -47,8 +47,8 @@ pub(crate) struct Ring<'a> {
     data: &'a [AtomicU64],
     /// `capacity - 1`. The capacity and the largest payload are derived from it when needed
     /// rather than stored: a `Ring` is built on every publish and read, and a smaller one
-    /// leaves more registers to the hot path (criterion publish/64 and read/copy/64 together
-    /// with inlining: 31 -> 19 ns and 28 -> 18 ns).
+    /// leaves more registers to the hot path (docs/BENCHMARKS.md, "The publish and read paths
+    /// themselves").
     mask: u64,
 }
 
