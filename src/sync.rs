@@ -62,6 +62,58 @@ pub(crate) fn membarrier_global() -> bool {
     false
 }
 
+/// Proof that this CPU has `PREFETCHW` (prefetch a cache line for writing), checked once per
+/// producer; only a holder can issue the instruction. `None` without it, under loom and Miri,
+/// and when `SHMCAST_NO_PREFETCH` is set (so one binary can be measured with and without).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WritePrefetch(());
+
+impl WritePrefetch {
+    /// `Some` if this x86-64 CPU reports `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8: every
+    /// AMD CPU since K8, Intel since Broadwell). Other architectures: `None` for now.
+    pub(crate) fn detect() -> Option<Self> {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        {
+            use std::arch::x86_64::{__cpuid, __get_cpuid_max};
+            if std::env::var_os("SHMCAST_NO_PREFETCH").is_some() {
+                return None;
+            }
+            // SAFETY: CPUID exists on every x86-64 CPU, and leaf 0x8000_0001 is read only after
+            // the highest extended leaf says it exists. (Newer compilers consider these calls
+            // safe, hence the allow.)
+            #[allow(unused_unsafe)]
+            let has = unsafe {
+                __get_cpuid_max(0x8000_0000).0 >= 0x8000_0001
+                    && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+            };
+            if has {
+                return Some(WritePrefetch(()));
+            }
+        }
+        None
+    }
+
+    /// Asks the CPU to bring the cache line holding `word` into this core in a writable state,
+    /// so the stores that fill it later need not wait for other cores to give it up.
+    #[inline(always)]
+    pub(crate) fn line(&self, word: &AtomicU64) {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        // SAFETY: `self` exists only if the CPU has PREFETCHW (see `detect`). The instruction is
+        // a hint: it never faults, moves a cache line but reads or writes no value as the
+        // language sees it (no data race with the readers of that line), and touches neither
+        // the stack nor the flags.
+        unsafe {
+            std::arch::asm!(
+                "prefetchw [{0}]",
+                in(reg) word.as_ptr(),
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+        let _ = word;
+    }
+}
+
 /// A hint for spin loops; under loom it yields so the model can make progress.
 #[inline]
 pub(crate) fn spin_hint() {

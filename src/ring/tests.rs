@@ -427,3 +427,36 @@ fn blocking_readers_are_woken_for_every_burst() {
     }
     eprintln!("{TOTAL} messages, {} wake-up calls", wakeups + 1);
 }
+
+#[test]
+fn prefetch_reaches_each_line_ahead_once_in_order() {
+    // Messages of one to four lines: the lines PREFETCH_DISTANCE ahead of the tail are each
+    // prefetched exactly once as the tail passes them, none skipped.
+    let announced = 1 << 20;
+    let (mut tail, mut seen) = (0, Vec::new());
+    for &len in [8u64, 64, 100, 200, 24, 56].iter().cycle().take(300) {
+        let to = tail + record_span(len);
+        let (mut line, end) = prefetch_window(tail, to, announced);
+        while line < end {
+            seen.push(line);
+            line += CACHE_LINE;
+        }
+        tail = to;
+    }
+    let expected: Vec<u64> = (PREFETCH_DISTANCE..tail + PREFETCH_DISTANCE)
+        .step_by(CACHE_LINE as usize)
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn prefetch_stays_within_what_is_announced_and_the_per_publish_limit() {
+    // Nothing past `intent`: the lines there may still hold records readers rely on.
+    let (first, end) = prefetch_window(0, 80, 344);
+    assert!(first >= end, "prefetched {first}..{end} past intent 344");
+    let (first, end) = prefetch_window(0, 4096, 1100);
+    assert_eq!((first, end), (PREFETCH_DISTANCE, 1100));
+    // A large message prefetches only the first PREFETCH_LINES lines of its window.
+    let (first, end) = prefetch_window(0, 4096, 1 << 20);
+    assert_eq!((end - first) / CACHE_LINE, PREFETCH_LINES);
+}
