@@ -132,6 +132,12 @@ fn quick_json_run_reports_every_measurement() {
                 match text(v, "side").as_str() {
                     "consumer" => {
                         positive(v, "received");
+                        // The median round, between the slowest and the fastest (one with --quick).
+                        assert_eq!(v["rounds"].as_u64(), Some(1), "{v}");
+                        let rate = v["msgs_per_s"].as_f64().expect("msgs_per_s");
+                        let min = v["msgs_per_s_min"].as_f64().expect("msgs_per_s_min");
+                        let max = v["msgs_per_s_max"].as_f64().expect("msgs_per_s_max");
+                        assert!(min <= rate && rate <= max, "{v}");
                         throughput.insert(transport);
                     }
                     "producer" => {

@@ -151,6 +151,8 @@ struct Plan {
     producer_max_bytes: u64,
     /// Rounds of the publish-rate measurement (the median is reported).
     producer_rounds: usize,
+    /// Rounds of each shm throughput measurement (the median is reported).
+    throughput_rounds: usize,
     /// Wake-up latency: measured messages per transport.
     wake_samples: usize,
     /// How long each idle subscriber waits.
@@ -186,6 +188,7 @@ impl Plan {
             producer_max_messages: pick(5_000_000, 1_000_000),
             producer_max_bytes: pick(2 << 30, 128 << 20),
             producer_rounds: pick(3, 1) as usize,
+            throughput_rounds: pick(3, 1) as usize,
             wake_samples: pick(2_000, 200) as usize,
             idle_interval: Duration::from_millis(pick(1_000, 250)),
         }
@@ -319,8 +322,20 @@ fn measure(args: &BenchArgs) -> Result<()> {
             if let Some(go) = &go_reader {
                 readers.push(shm::Reader::Go(go));
             }
-            for reader in readers {
-                let row: ThroughputRow = shm::throughput(&ctx, reader, size, count, args.wait)?;
+            // Rounds interleave the readers, so a slow spell of the machine hits them alike.
+            let mut runs: Vec<Vec<ThroughputRow>> = readers.iter().map(|_| Vec::new()).collect();
+            for _ in 0..plan.throughput_rounds {
+                for (i, &reader) in readers.iter().enumerate() {
+                    runs[i].push(shm::throughput(&ctx, reader, size, count, args.wait)?);
+                }
+            }
+            for of_reader in runs {
+                let Some((mut row, min, max)) = median_round(of_reader, |r| r.msgs_per_s) else {
+                    continue;
+                };
+                row.rounds = plan.throughput_rounds;
+                row.min_msgs_per_s = min;
+                row.max_msgs_per_s = max;
                 rows.push(out.emit(Row::Throughput(row))?);
             }
             let count = Plan::messages(plan.socket_max_messages, plan.socket_max_bytes, size);
@@ -349,12 +364,8 @@ fn measure(args: &BenchArgs) -> Result<()> {
                 }
             }
             let mut none = None;
-            for mut of_config in runs {
-                of_config.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-                let min = of_config.first().map_or(0.0, |r| r.msgs_per_s);
-                let max = of_config.last().map_or(0.0, |r| r.msgs_per_s);
-                let mid = of_config.len() / 2;
-                let Some(mut row) = of_config.into_iter().nth(mid) else {
+            for of_config in runs {
+                let Some((mut row, min, max)) = median_round(of_config, |r| r.msgs_per_s) else {
                     continue;
                 };
                 row.rounds = plan.producer_rounds;
@@ -387,6 +398,17 @@ fn measure(args: &BenchArgs) -> Result<()> {
 /// each with its own reader process) so that both see the same moods of the machine, each
 /// slice pair with the same sequence of pauses; then, with `go`, as many to the Go reader in one
 /// run. Returns the shm row(s) (with their ratios to UDS) and the UDS row.
+/// The median of `rounds` by `rate`, with the lowest and highest rate; `None` if there were no
+/// rounds.
+fn median_round<T>(mut rounds: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<(T, f64, f64)> {
+    rounds.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let min = rate(rounds.first()?);
+    let max = rate(rounds.last()?);
+    let mid = rounds.len() / 2;
+    let row = rounds.into_iter().nth(mid)?;
+    Some((row, min, max))
+}
+
 fn wake(
     ctx: &sys::Ctx,
     size: usize,
@@ -503,4 +525,24 @@ fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
         .filter(|v| v.is_finite() && *v > 0.0 && *v < 1e6)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_round;
+
+    #[test]
+    fn median_round_picks_the_middle_round_and_the_extremes() {
+        let rounds = vec![(30.0, "b"), (10.0, "a"), (20.0, "c")];
+        assert_eq!(
+            median_round(rounds, |r| r.0),
+            Some(((20.0, "c"), 10.0, 30.0))
+        );
+        // An even number of rounds reports the upper of the two middle ones.
+        assert_eq!(
+            median_round(vec![4.0, 1.0, 3.0, 2.0], |&r| r),
+            Some((3.0, 1.0, 4.0))
+        );
+        assert_eq!(median_round(Vec::<f64>::new(), |&r| r), None);
+    }
 }

@@ -157,6 +157,11 @@ pub struct ThroughputRow {
     pub empty_polls: Option<u64>,
     /// `FUTEX_WAKE` calls of the producer (shm).
     pub wakeups: Option<u64>,
+    /// Rounds measured; the other fields are the median round's (by `msgs_per_s`), these
+    /// the extremes.
+    pub rounds: usize,
+    pub min_msgs_per_s: f64,
+    pub max_msgs_per_s: f64,
 }
 
 /// One producer publish-rate result.
@@ -389,6 +394,9 @@ impl Reporter {
                 fields.push(("lagged", json!(r.lagged)));
                 fields.push(("lost_fraction", json!(fraction(r.lagged, r.sent))));
                 fields.push(("producer_msgs_per_s", rate(r.producer_msgs_per_s)));
+                fields.push(("rounds", json!(r.rounds)));
+                fields.push(("msgs_per_s_min", rate(r.min_msgs_per_s)));
+                fields.push(("msgs_per_s_max", rate(r.max_msgs_per_s)));
                 if let Some(c) = r.capacity {
                     fields.push(("capacity", json!(c)));
                 }
@@ -599,8 +607,15 @@ impl Reporter {
         )?;
         writeln!(
             out,
-            "  {:>6}  {:<28} {:>12} {:>12} {:>8} {:>8} {:>13}",
-            "size", "transport", "msgs/s", "bytes/s", "lost", "x uds", "producer msg/s"
+            "  {:>6}  {:<28} {:>12} {:>12} {:>8} {:>8} {:>13} {:>23}",
+            "size",
+            "transport",
+            "msgs/s",
+            "bytes/s",
+            "lost",
+            "x uds",
+            "producer msg/s",
+            "range of rounds"
         )?;
         for t in &all {
             let uds = all
@@ -622,7 +637,7 @@ impl Reporter {
             };
             writeln!(
                 out,
-                "  {:>6}  {:<28} {:>12} {:>12} {:>7.2}% {:>8} {:>13}",
+                "  {:>6}  {:<28} {:>12} {:>12} {:>7.2}% {:>8} {:>13} {:>23}",
                 format!("{} B", t.size),
                 name,
                 fmt_rate(t.msgs_per_s),
@@ -630,6 +645,15 @@ impl Reporter {
                 100.0 * fraction(t.lagged, t.sent),
                 uds.map_or("-".to_owned(), |u| format!("{:.2}", t.msgs_per_s / u)),
                 fmt_rate(t.producer_msgs_per_s),
+                if t.rounds > 1 {
+                    format!(
+                        "{} .. {}",
+                        fmt_rate(t.min_msgs_per_s),
+                        fmt_rate(t.max_msgs_per_s)
+                    )
+                } else {
+                    "-".to_owned()
+                },
             )?;
         }
         let capacity = all.iter().find_map(|t| t.capacity);
@@ -639,6 +663,13 @@ impl Reporter {
                 "  shm ring capacity {} KiB; lost = messages overwritten before the consumer read \
                  them (reported by the reader as lagged)",
                 c >> 10
+            )?;
+        }
+        if let Some(rounds) = all.iter().map(|t| t.rounds).max().filter(|&r| r > 1) {
+            writeln!(
+                out,
+                "  shm rows: the median of {rounds} rounds (readers interleaved) by msgs/s, with \
+                 the slowest and fastest round; sockets and pipe: one round"
             )?;
         }
         writeln!(out)?;

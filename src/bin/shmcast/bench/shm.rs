@@ -721,6 +721,7 @@ pub fn throughput(
             _ => {}
         }
     }
+    let msgs_per_s = field_f64(&v, "msgs_per_s", who)?;
     Ok(ThroughputRow {
         transport: "shm",
         size,
@@ -730,12 +731,15 @@ pub fn throughput(
         sent: count,
         received,
         lagged,
-        msgs_per_s: field_f64(&v, "msgs_per_s", who)?,
+        msgs_per_s,
         bytes_per_s: field_f64(&v, "bytes_per_s", who)?,
         producer_msgs_per_s: producer_rate,
         capacity: Some(ctx.capacity),
         empty_polls: v.get("empty_polls").and_then(Value::as_u64),
         wakeups: Some(publisher.wakeups()),
+        rounds: 1,
+        min_msgs_per_s: msgs_per_s,
+        max_msgs_per_s: msgs_per_s,
     })
 }
 

@@ -455,6 +455,7 @@ pub fn throughput(
     if get("bad")? > 0.0 {
         return Err(format!("{who}: {} frames had a wrong checksum", get("bad")?).into());
     }
+    let msgs_per_s = get("msgs_per_s")?;
     Ok(ThroughputRow {
         transport: t.label(),
         size,
@@ -464,12 +465,15 @@ pub fn throughput(
         sent: count,
         received: get("received")? as u64,
         lagged: 0,
-        msgs_per_s: get("msgs_per_s")?,
+        msgs_per_s,
         bytes_per_s: get("bytes_per_s")?,
         producer_msgs_per_s: producer_rate,
         capacity: None,
         empty_polls: None,
         wakeups: None,
+        rounds: 1,
+        min_msgs_per_s: msgs_per_s,
+        max_msgs_per_s: msgs_per_s,
     })
 }
 
