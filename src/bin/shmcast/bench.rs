@@ -393,11 +393,6 @@ fn measure(args: &BenchArgs) -> Result<()> {
     out.finish(&rows)
 }
 
-/// The wake-up latency part: `samples` messages to an idle shm subscriber waiting with `wait`
-/// and as many to a blocking UDS stream reader, in interleaved slices (shm, UDS, shm, UDS, …,
-/// each with its own reader process) so that both see the same moods of the machine, each
-/// slice pair with the same sequence of pauses; then, with `go`, as many to the Go reader in one
-/// run. Returns the shm row(s) (with their ratios to UDS) and the UDS row.
 /// The median of `rounds` by `rate`, with the lowest and highest rate; `None` if there were no
 /// rounds.
 fn median_round<T>(mut rounds: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<(T, f64, f64)> {
@@ -409,6 +404,11 @@ fn median_round<T>(mut rounds: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<(T, f
     Some((row, min, max))
 }
 
+/// The wake-up latency part: `samples` messages to an idle shm subscriber waiting with `wait`
+/// and as many to a blocking UDS stream reader, in interleaved slices (shm, UDS, shm, UDS, …,
+/// each with its own reader process) so that both see the same moods of the machine, each
+/// slice pair with the same sequence of pauses; then, with `go`, as many to the Go reader in one
+/// run. Returns the shm row(s) (with their ratios to UDS) and the UDS row.
 fn wake(
     ctx: &sys::Ctx,
     size: usize,
