@@ -69,8 +69,8 @@ pub(crate) fn membarrier_global() -> bool {
 pub(crate) struct WritePrefetch(());
 
 impl WritePrefetch {
-    /// `Some` if this x86-64 CPU reports `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8: every
-    /// AMD CPU since K8, Intel since Broadwell). Other architectures: `None` for now.
+    /// `Some` if this x86-64 CPU reports `PREFETCHW` (CPUID leaf `0x8000_0001`, ECX bit 8, which
+    /// current AMD CPUs and Intel ones since Broadwell set). Other architectures: `None` for now.
     pub(crate) fn detect() -> Option<Self> {
         #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
         {
