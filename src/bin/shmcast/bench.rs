@@ -36,7 +36,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use shmcast::WaitStrategy;
 
-use report::{IdleRow, LatencyRow, Method, PublishRow, Reporter, Row, ThroughputRow, WakeRow};
+use report::{IdleRow, LatencyRow, Method, Reporter, Rounds, Row, WakeRow};
 use sys::Ctx;
 use transports::Transport;
 
@@ -322,20 +322,10 @@ fn measure(args: &BenchArgs) -> Result<()> {
             if let Some(go) = &go_reader {
                 readers.push(shm::Reader::Go(go));
             }
-            // Rounds interleave the readers, so a slow spell of the machine hits them alike.
-            let mut runs: Vec<Vec<ThroughputRow>> = readers.iter().map(|_| Vec::new()).collect();
-            for _ in 0..plan.throughput_rounds {
-                for (i, &reader) in readers.iter().enumerate() {
-                    runs[i].push(shm::throughput(&ctx, reader, size, count, args.wait)?);
-                }
-            }
-            for of_reader in runs {
-                let Some((mut row, min, max)) = median_round(of_reader, |r| r.msgs_per_s) else {
-                    continue;
-                };
-                row.rounds = plan.throughput_rounds;
-                row.min_msgs_per_s = min;
-                row.max_msgs_per_s = max;
+            let runs = interleaved_rounds(&readers, plan.throughput_rounds, |reader| {
+                shm::throughput(&ctx, reader, size, count, args.wait)
+            })?;
+            for row in runs.into_iter().filter_map(median_round) {
                 rows.push(out.emit(Row::Throughput(row))?);
             }
             let count = Plan::messages(plan.socket_max_messages, plan.socket_max_bytes, size);
@@ -355,22 +345,11 @@ fn measure(args: &BenchArgs) -> Result<()> {
         let configs = [0, 1, usize::from(args.consumers)];
         for &size in &plan.sizes {
             let count = Plan::messages(plan.producer_max_messages, plan.producer_max_bytes, size);
-            // Rounds interleave the configurations, so a slow spell of the machine hits them
-            // alike; each configuration reports its median round.
-            let mut runs: Vec<Vec<PublishRow>> = configs.iter().map(|_| Vec::new()).collect();
-            for _ in 0..plan.producer_rounds {
-                for (i, &consumers) in configs.iter().enumerate() {
-                    runs[i].push(shm::publish_rate(&ctx, size, count, consumers, args.wait)?);
-                }
-            }
+            let runs = interleaved_rounds(&configs, plan.producer_rounds, |consumers| {
+                shm::publish_rate(&ctx, size, count, consumers, args.wait)
+            })?;
             let mut none = None;
-            for of_config in runs {
-                let Some((mut row, min, max)) = median_round(of_config, |r| r.msgs_per_s) else {
-                    continue;
-                };
-                row.rounds = plan.producer_rounds;
-                row.min_msgs_per_s = min;
-                row.max_msgs_per_s = max;
+            for mut row in runs.into_iter().filter_map(median_round) {
                 let base = *none.get_or_insert(row.msgs_per_s);
                 row.ratio_to_none = row.msgs_per_s / base;
                 rows.push(out.emit(Row::Publish(row))?);
@@ -393,15 +372,35 @@ fn measure(args: &BenchArgs) -> Result<()> {
     out.finish(&rows)
 }
 
-/// The median of `rounds` by `rate`, with the lowest and highest rate; `None` if there were no
-/// rounds.
-fn median_round<T>(mut rounds: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<(T, f64, f64)> {
-    rounds.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-    let min = rate(rounds.first()?);
-    let max = rate(rounds.last()?);
-    let mid = rounds.len() / 2;
-    let row = rounds.into_iter().nth(mid)?;
-    Some((row, min, max))
+/// Runs `measure` for each of `configs`, `rounds` times, the configurations interleaved (a, b,
+/// a, b, …) so that a slow spell of the machine hits them alike. Returns each configuration's
+/// rounds, in the order of `configs`.
+fn interleaved_rounds<C: Copy, R>(
+    configs: &[C],
+    rounds: usize,
+    mut measure: impl FnMut(C) -> Result<R>,
+) -> Result<Vec<Vec<R>>> {
+    let mut runs: Vec<Vec<R>> = configs.iter().map(|_| Vec::with_capacity(rounds)).collect();
+    for _ in 0..rounds {
+        for (of_config, &config) in runs.iter_mut().zip(configs) {
+            of_config.push(measure(config)?);
+        }
+    }
+    Ok(runs)
+}
+
+/// The median of `rounds` by rate, carrying the number of rounds and the lowest and highest
+/// rate; `None` if there were no rounds.
+fn median_round<R: Rounds>(mut rounds: Vec<R>) -> Option<R> {
+    rounds.sort_by(|a, b| a.msgs_per_s().total_cmp(&b.msgs_per_s()));
+    let (n, min, max) = (
+        rounds.len(),
+        rounds.first()?.msgs_per_s(),
+        rounds.last()?.msgs_per_s(),
+    );
+    let mut row = rounds.into_iter().nth(n / 2)?;
+    row.set_rounds(n, min, max);
+    Some(row)
 }
 
 /// The wake-up latency part: `samples` messages to an idle shm subscriber waiting with `wait`
@@ -529,20 +528,53 @@ fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::median_round;
+    use super::{interleaved_rounds, median_round, Rounds};
+
+    #[derive(Debug, PartialEq)]
+    struct Rate(f64, &'static str, usize, f64, f64);
+
+    impl Rounds for Rate {
+        fn msgs_per_s(&self) -> f64 {
+            self.0
+        }
+        fn set_rounds(&mut self, rounds: usize, min: f64, max: f64) {
+            (self.2, self.3, self.4) = (rounds, min, max);
+        }
+    }
 
     #[test]
     fn median_round_picks_the_middle_round_and_the_extremes() {
-        let rounds = vec![(30.0, "b"), (10.0, "a"), (20.0, "c")];
-        assert_eq!(
-            median_round(rounds, |r| r.0),
-            Some(((20.0, "c"), 10.0, 30.0))
-        );
+        let rounds = vec![
+            Rate(30.0, "b", 0, 0.0, 0.0),
+            Rate(10.0, "a", 0, 0.0, 0.0),
+            Rate(20.0, "c", 0, 0.0, 0.0),
+        ];
+        assert_eq!(median_round(rounds), Some(Rate(20.0, "c", 3, 10.0, 30.0)));
         // An even number of rounds reports the upper of the two middle ones.
+        let rounds = [4.0, 1.0, 3.0, 2.0].map(|r| Rate(r, "", 0, 0.0, 0.0));
         assert_eq!(
-            median_round(vec![4.0, 1.0, 3.0, 2.0], |&r| r),
-            Some((3.0, 1.0, 4.0))
+            median_round(rounds.into()),
+            Some(Rate(3.0, "", 4, 1.0, 4.0))
         );
-        assert_eq!(median_round(Vec::<f64>::new(), |&r| r), None);
+        assert_eq!(median_round(Vec::<Rate>::new()), None);
+    }
+
+    #[test]
+    fn interleaved_rounds_alternate_the_configurations() {
+        let mut order = Vec::new();
+        let runs = interleaved_rounds(&['a', 'b'], 3, |c| {
+            order.push(c);
+            Ok(order.len())
+        })
+        .expect("no error");
+        assert_eq!(order, ['a', 'b', 'a', 'b', 'a', 'b']);
+        assert_eq!(runs, [vec![1, 3, 5], vec![2, 4, 6]]);
+        // The first failure ends the measurement.
+        let failed = interleaved_rounds(
+            &[1, 2],
+            2,
+            |c| if c == 2 { Err("no".into()) } else { Ok(c) },
+        );
+        assert!(failed.is_err());
     }
 }

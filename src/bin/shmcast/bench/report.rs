@@ -164,6 +164,34 @@ pub struct ThroughputRow {
     pub max_msgs_per_s: f64,
 }
 
+/// A rate measured in several rounds and reported as the median round, with the slowest and
+/// fastest beside it.
+pub trait Rounds {
+    fn msgs_per_s(&self) -> f64;
+    /// Records how many rounds there were and their extreme rates.
+    fn set_rounds(&mut self, rounds: usize, min_msgs_per_s: f64, max_msgs_per_s: f64);
+}
+
+impl Rounds for ThroughputRow {
+    fn msgs_per_s(&self) -> f64 {
+        self.msgs_per_s
+    }
+    fn set_rounds(&mut self, rounds: usize, min_msgs_per_s: f64, max_msgs_per_s: f64) {
+        (self.rounds, self.min_msgs_per_s, self.max_msgs_per_s) =
+            (rounds, min_msgs_per_s, max_msgs_per_s);
+    }
+}
+
+impl Rounds for PublishRow {
+    fn msgs_per_s(&self) -> f64 {
+        self.msgs_per_s
+    }
+    fn set_rounds(&mut self, rounds: usize, min_msgs_per_s: f64, max_msgs_per_s: f64) {
+        (self.rounds, self.min_msgs_per_s, self.max_msgs_per_s) =
+            (rounds, min_msgs_per_s, max_msgs_per_s);
+    }
+}
+
 /// One producer publish-rate result.
 pub struct PublishRow {
     pub size: usize,
