@@ -1,5 +1,6 @@
 //! In-process costs of the ring on a real shared-memory segment: publish by message size,
-//! publish + read (copying and zero-copy) by size, and the read alone. Every payload is written by the publisher and
+//! publish + read (copying and zero-copy) by size, and the read alone (non-blocking, blocking
+//! and zero-copy). Every payload is written by the publisher and
 //! copied or summed by the reader, so the benchmarks measure the work they claim to.
 //!
 //! `cargo bench --bench ring`; the cross-process harness is `shmcast bench` (issue 4).
@@ -111,6 +112,31 @@ fn read(c: &mut Criterion) {
                     let start = std::time::Instant::now();
                     for _ in 0..n {
                         let r = subscriber.try_recv_into(&mut buf).unwrap();
+                        black_box(checksum(&buf[..r.len]));
+                    }
+                    total += start.elapsed();
+                    left -= n;
+                }
+                total
+            })
+        });
+
+        // The same through the blocking call, which finds every message waiting: the cost of
+        // `recv_into_until` over `try_recv_into` when no wait is needed.
+        let (mut publisher, mut subscriber) = segment("read-recv");
+        subscriber.set_wait_strategy(shmcast::WaitStrategy::Spin);
+        group.bench_with_input(BenchmarkId::new("recv", size), &size, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(batch as u64);
+                    for _ in 0..n {
+                        publisher.publish(&payload).unwrap();
+                    }
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        let r = subscriber.recv_into_until(&mut buf, None).unwrap();
                         black_box(checksum(&buf[..r.len]));
                     }
                     total += start.elapsed();

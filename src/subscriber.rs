@@ -158,6 +158,7 @@ impl Subscriber {
 
     /// Like [`Self::try_recv`], but waits for a message as the [`WaitStrategy`] says. Never
     /// returns [`RecvError::Empty`].
+    #[inline]
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
         self.wait_for(None, |ring, st| ring.read_to_vec(st, buf))
     }
@@ -170,6 +171,7 @@ impl Subscriber {
     }
 
     /// Like [`Self::try_recv_into`], but waits until `deadline` (or for ever with `None`).
+    #[inline]
     pub fn recv_into_until(
         &mut self,
         buf: &mut [u8],
@@ -181,20 +183,21 @@ impl Subscriber {
         })
     }
 
+    #[inline]
     fn wait_for<T>(
         &mut self,
         deadline: Option<Instant>,
         mut attempt: impl FnMut(Ring<'_>, &mut ReaderState) -> Result<T, RecvError>,
     ) -> Result<T, RecvError> {
-        let (ring, words, state) = (
-            self.mapping.ring(),
-            self.mapping.wake_words(),
-            &mut self.state,
-        );
-        let (mapping, location) = (&self.mapping, &self.location);
-        wait::wait_for(
+        let ring = self.mapping.ring();
+        match attempt(ring, &mut self.state) {
+            Err(RecvError::Empty) => {}
+            found => return found,
+        }
+        let (mapping, location, state) = (&self.mapping, &self.location, &mut self.state);
+        wait::wait_after_empty(
             self.wait,
-            words,
+            mapping.wake_words(),
             deadline,
             || attempt(ring, state),
             || segment_problem(mapping, location),
