@@ -188,6 +188,10 @@ const BLOCKING_SLICE: Duration = Duration::from_millis(100);
 /// [`BLOCKING_SLICE`] so that the run's deadline and an interruption are noticed.
 pub struct Waiter {
     blocking: bool,
+    /// The end of the current blocking slice, moved on every 1024 messages and after a
+    /// timeout: a clock read per message would cost about as much as receiving a small one.
+    slice_end: Instant,
+    received: u32,
     spin: Spinner,
     /// Polls that found nothing (busy-polling only).
     pub empty: u64,
@@ -201,6 +205,8 @@ impl Waiter {
         }
         Waiter {
             blocking: wait.is_some(),
+            slice_end: Instant::now() + BLOCKING_SLICE,
+            received: 0,
             spin,
             empty: 0,
         }
@@ -235,10 +241,17 @@ impl Waiter {
         sub: &mut Subscriber,
         buf: &mut [u8],
     ) -> Result<std::result::Result<Received, u64>> {
+        self.received = self.received.wrapping_add(1);
+        if self.received % 1024 == 0 {
+            self.slice_end = Instant::now() + BLOCKING_SLICE;
+        }
         loop {
-            match sub.recv_into_until(buf, Some(Instant::now() + BLOCKING_SLICE)) {
+            match sub.recv_into_until(buf, Some(self.slice_end)) {
                 Ok(r) => return Ok(Ok(r)),
-                Err(RecvError::Timeout) => self.spin.check()?,
+                Err(RecvError::Timeout) => {
+                    self.spin.check()?;
+                    self.slice_end = Instant::now() + BLOCKING_SLICE;
+                }
                 Err(RecvError::Lagged { missed }) => return Ok(Err(missed)),
                 Err(e) => return Err(e.into()),
             }
