@@ -88,36 +88,24 @@ fn publish_then_read(c: &mut Criterion) {
 }
 
 /// Reader cost alone: a batch of messages is published untimed, then reading all of them is
-/// timed, so the figure is per message read (copying it out and summing it, or summing it in
-/// place through the zero-copy accessor).
+/// timed, so the figure is per message read (copying it out and summing it, through the
+/// non-blocking or the blocking call, or summing it in place through the zero-copy accessor).
 fn read(c: &mut Criterion) {
     let mut group = c.benchmark_group("read");
     for size in [8usize, 64, 1024, 4096] {
         group.throughput(Throughput::Bytes(size as u64));
         let payload = vec![0x5Au8; size];
         // A batch that fits comfortably in the 4 MiB ring.
-        let batch = ((2 << 20) / (size + 16)).min(10_000);
+        let batch = ((2 << 20) / (size as u64 + 16)).min(10_000);
 
         let (mut publisher, mut subscriber) = segment("read-copy");
         let mut buf = vec![0u8; size];
         group.bench_with_input(BenchmarkId::new("copy", size), &size, |b, _| {
             b.iter_custom(|iters| {
-                let mut total = std::time::Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(batch as u64);
-                    for _ in 0..n {
-                        publisher.publish(&payload).unwrap();
-                    }
-                    let start = std::time::Instant::now();
-                    for _ in 0..n {
-                        let r = subscriber.try_recv_into(&mut buf).unwrap();
-                        black_box(checksum(&buf[..r.len]));
-                    }
-                    total += start.elapsed();
-                    left -= n;
-                }
-                total
+                time_reads(iters, batch, &mut publisher, &payload, || {
+                    let r = subscriber.try_recv_into(&mut buf).unwrap();
+                    black_box(checksum(&buf[..r.len]));
+                })
             })
         });
 
@@ -127,61 +115,63 @@ fn read(c: &mut Criterion) {
         subscriber.set_wait_strategy(shmcast::WaitStrategy::Spin);
         group.bench_with_input(BenchmarkId::new("recv", size), &size, |b, _| {
             b.iter_custom(|iters| {
-                let mut total = std::time::Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(batch as u64);
-                    for _ in 0..n {
-                        publisher.publish(&payload).unwrap();
-                    }
-                    let start = std::time::Instant::now();
-                    for _ in 0..n {
-                        let r = subscriber.recv_into_until(&mut buf, None).unwrap();
-                        black_box(checksum(&buf[..r.len]));
-                    }
-                    total += start.elapsed();
-                    left -= n;
-                }
-                total
+                time_reads(iters, batch, &mut publisher, &payload, || {
+                    let r = subscriber.recv_into_until(&mut buf, None).unwrap();
+                    black_box(checksum(&buf[..r.len]));
+                })
             })
         });
 
         let (mut publisher, mut subscriber) = segment("read-zero-copy");
+        let mut chunk = [0u8; 256];
         group.bench_with_input(BenchmarkId::new("zero-copy", size), &size, |b, _| {
             b.iter_custom(|iters| {
-                let mut total = std::time::Duration::ZERO;
-                let mut left = iters;
-                let mut chunk = [0u8; 256];
-                while left > 0 {
-                    let n = left.min(batch as u64);
-                    for _ in 0..n {
-                        publisher.publish(&payload).unwrap();
-                    }
-                    let start = std::time::Instant::now();
-                    for _ in 0..n {
-                        let (_, sum) = subscriber
-                            .try_read(|m| {
-                                let mut sum = 0u64;
-                                let mut at = 0;
-                                while at < m.len() {
-                                    let k = (m.len() - at).min(chunk.len());
-                                    m.read_at(at, &mut chunk[..k]);
-                                    sum = sum.wrapping_add(checksum(&chunk[..k]));
-                                    at += k;
-                                }
-                                sum
-                            })
-                            .unwrap();
-                        black_box(sum);
-                    }
-                    total += start.elapsed();
-                    left -= n;
-                }
-                total
+                time_reads(iters, batch, &mut publisher, &payload, || {
+                    let (_, sum) = subscriber
+                        .try_read(|m| {
+                            let mut sum = 0u64;
+                            let mut at = 0;
+                            while at < m.len() {
+                                let k = (m.len() - at).min(chunk.len());
+                                m.read_at(at, &mut chunk[..k]);
+                                sum = sum.wrapping_add(checksum(&chunk[..k]));
+                                at += k;
+                            }
+                            sum
+                        })
+                        .unwrap();
+                    black_box(sum);
+                })
             })
         });
     }
     group.finish();
+}
+
+/// Times `read` (one message each) `iters` times: publishes up to `batch` messages untimed, then
+/// times reading them, until `iters` were read.
+fn time_reads(
+    iters: u64,
+    batch: u64,
+    publisher: &mut Publisher,
+    payload: &[u8],
+    mut read: impl FnMut(),
+) -> std::time::Duration {
+    let mut total = std::time::Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(batch);
+        for _ in 0..n {
+            publisher.publish(payload).unwrap();
+        }
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            read();
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
 }
 
 criterion_group!(benches, publish, publish_then_read, read);
