@@ -189,15 +189,15 @@ impl Subscriber {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(Ring<'_>, &mut ReaderState) -> Result<T, RecvError>,
     ) -> Result<T, RecvError> {
-        let ring = self.mapping.ring();
-        match attempt(ring, &mut self.state) {
-            Err(RecvError::Empty) => {}
-            found => return found,
-        }
-        let (mapping, location, state) = (&self.mapping, &self.location, &mut self.state);
-        wait::wait_after_empty(
+        let (ring, mapping, location, state) = (
+            self.mapping.ring(),
+            &self.mapping,
+            &self.location,
+            &mut self.state,
+        );
+        wait::wait_for(
             self.wait,
-            mapping.wake_words(),
+            || mapping.wake_words(),
             deadline,
             || attempt(ring, state),
             || segment_problem(mapping, location),

@@ -166,27 +166,27 @@ impl<'a> WakeWords<'a> {
 /// attempts as `strategy` says, or until `deadline` ([`RecvError::Timeout`]). Every
 /// [`LIVENESS_INTERVAL`] of waiting it calls `gone`; if that reports an error (the producer died),
 /// one last attempt delivers whatever was published before, else that error is returned.
-/// (The subscriber makes the first attempt itself and calls [`wait_after_empty`].)
-#[cfg(any(test, loom))]
-pub(crate) fn wait_for<T>(
+///
+/// `words` is only called if the first attempt finds nothing: a read that finds its message
+/// waiting is the common case of a busy stream, and should cost no more than a `try_` read
+/// (docs/BENCHMARKS.md: one consumer at 64 B went from 19 to 26 M msg/s).
+#[inline]
+pub(crate) fn wait_for<'w, T>(
     strategy: WaitStrategy,
-    words: WakeWords<'_>,
+    words: impl FnOnce() -> WakeWords<'w>,
     deadline: Option<Instant>,
     mut attempt: impl FnMut() -> Result<T, RecvError>,
     gone: impl FnMut() -> Option<RecvError>,
 ) -> Result<T, RecvError> {
     match attempt() {
-        Err(RecvError::Empty) => wait_after_empty(strategy, words, deadline, attempt, gone),
+        Err(RecvError::Empty) => wait_after_empty(strategy, words(), deadline, attempt, gone),
         found => found,
     }
 }
 
-/// The blocking wait once a first attempt found nothing. Separate so that a caller can make that
-/// first attempt itself, before building what only waiting needs: a read that finds its message
-/// waiting is the common case of a busy stream, and should cost no more than a `try_` read
-/// (docs/BENCHMARKS.md: one consumer at 64 B went from 19 to 26 M msg/s).
+/// [`wait_for`] once a first attempt found nothing (out of line: it is the slow path).
 #[inline(never)]
-pub(crate) fn wait_after_empty<T>(
+fn wait_after_empty<T>(
     strategy: WaitStrategy,
     words: WakeWords<'_>,
     deadline: Option<Instant>,
@@ -198,11 +198,8 @@ pub(crate) fn wait_after_empty<T>(
     let mut polls: u32 = 0;
     let mut next_check: Option<Instant> = None;
     let busy = matches!(strategy, WaitStrategy::Spin | WaitStrategy::Yield);
+    // Each turn waits, then polls: the caller's attempt just found nothing.
     loop {
-        match attempt() {
-            Err(RecvError::Empty) => {}
-            other => return other,
-        }
         // Reading the clock costs about as much as a poll: busy strategies look every 64th.
         polls = polls.wrapping_add(1);
         let mut remaining = None;
@@ -255,6 +252,10 @@ pub(crate) fn wait_after_empty<T>(
                     nap = (nap * 2).min(MAX_SLEEP);
                 }
             },
+        }
+        match attempt() {
+            Err(RecvError::Empty) => {}
+            other => return other,
         }
     }
 }
@@ -339,10 +340,10 @@ mod tests {
                 found_dead.set(true);
                 dead()
             };
-            assert_eq!(wait_for(s, words, None, attempt, gone), Ok(()), "{s}");
+            assert_eq!(wait_for(s, || words, None, attempt, gone), Ok(()), "{s}");
             let empty = || Err::<(), _>(RecvError::Empty);
             assert_eq!(
-                wait_for(s, words, None, empty, dead),
+                wait_for(s, || words, None, empty, dead),
                 dead().map_or(Ok(()), Err),
                 "{s}"
             );
@@ -372,7 +373,7 @@ mod tests {
                 let deadline = Some(start + Duration::from_millis(30));
                 let r = wait_for(
                     s,
-                    WakeWords::new(&seq, parked, Barrier::Fence),
+                    || WakeWords::new(&seq, parked, Barrier::Fence),
                     deadline,
                     || Err::<(), _>(RecvError::Empty),
                     || None,

@@ -165,7 +165,7 @@ fn park_model(consumers: usize, count: u64) {
                     for expected in 1..=count {
                         let seq = wait_for(
                             WaitStrategy::Block,
-                            heap.wake_words(),
+                            || heap.wake_words(),
                             None,
                             || ring.read_to_vec(&mut st, &mut buf),
                             || None,

@@ -388,7 +388,7 @@ fn blocking_readers_are_woken_for_every_burst() {
                 for expected in 1..=TOTAL {
                     let seq = wait_for(
                         WaitStrategy::Block,
-                        heap.wake_words(),
+                        || heap.wake_words(),
                         Some(deadline),
                         || ring.read_to_vec(&mut st, &mut buf),
                         || None,
