@@ -430,13 +430,14 @@ fn blocking_readers_are_woken_for_every_burst() {
 
 #[test]
 fn prefetch_reaches_each_line_ahead_once_in_order() {
-    // Messages of one to four lines: the lines PREFETCH_DISTANCE ahead of the tail are each
+    // Messages of one to eight lines: the lines PREFETCH_DISTANCE ahead of the tail are each
     // prefetched exactly once as the tail passes them, none skipped.
     let announced = 1 << 20;
     let (mut tail, mut seen) = (0, Vec::new());
-    for &len in [8u64, 64, 100, 200, 24, 56].iter().cycle().take(300) {
-        let to = tail + record_span(len);
-        let (mut line, end) = prefetch_window(tail, to, announced);
+    for &len in [8u64, 64, 100, 200, 24, 56, 496].iter().cycle().take(300) {
+        let span = record_span(len);
+        let to = tail + span;
+        let (mut line, end) = prefetch_window(tail, to, span, announced);
         while line < end {
             seen.push(line);
             line += CACHE_LINE;
@@ -450,13 +451,40 @@ fn prefetch_reaches_each_line_ahead_once_in_order() {
 }
 
 #[test]
+fn large_messages_prefetch_the_record_after_next_once_each() {
+    // 1 KiB messages (17 lines): every line of the record two ahead, none of the next one.
+    let span = record_span(1024);
+    let (mut tail, mut seen) = (0, Vec::new());
+    for _ in 0..100 {
+        let to = tail + span;
+        let (first, end) = prefetch_window(tail, to, span, 1 << 30);
+        assert!(
+            first >= to + span,
+            "{first} is within the record after {to}"
+        );
+        seen.extend((first..end).step_by(CACHE_LINE as usize));
+        tail = to;
+    }
+    let expected: Vec<u64> = ((2 * span).next_multiple_of(CACHE_LINE)..tail + 2 * span)
+        .step_by(CACHE_LINE as usize)
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
 fn prefetch_stays_within_what_is_announced_and_the_per_publish_limit() {
     // Nothing past `intent`: the lines there may still hold records readers rely on.
-    let (first, end) = prefetch_window(0, 80, 344);
+    let (first, end) = prefetch_window(0, 80, 80, 344);
     assert!(first >= end, "prefetched {first}..{end} past intent 344");
-    let (first, end) = prefetch_window(0, 4096, 1100);
-    assert_eq!((first, end), (PREFETCH_DISTANCE, 1100));
-    // A large message prefetches only the first PREFETCH_LINES lines of its window.
-    let (first, end) = prefetch_window(0, 4096, 1 << 20);
+    let span = record_span(4096);
+    let (first, end) = prefetch_window(0, span, span, 2 * span + 1100);
+    assert_eq!(
+        (first, end),
+        ((2 * span).next_multiple_of(CACHE_LINE), 2 * span + 1100)
+    );
+    // A large message prefetches only the first PREFETCH_LINES lines of its window, which
+    // starts past the next record.
+    let (first, end) = prefetch_window(0, span, span, 1 << 20);
+    assert!(first >= 2 * span);
     assert_eq!((end - first) / CACHE_LINE, PREFETCH_LINES);
 }
