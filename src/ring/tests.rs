@@ -488,3 +488,52 @@ fn prefetch_stays_within_what_is_announced_and_the_per_publish_limit() {
     assert!(first >= 2 * span);
     assert_eq!((end - first) / CACHE_LINE, PREFETCH_LINES);
 }
+
+#[test]
+fn eviction_is_exact_and_intent_runs_at_most_a_stride_ahead() {
+    // Mostly small messages (marks do the eviction), with bursts of long ones (no mark fits,
+    // so the producer walks). After every publish, `head` must be exactly the first record at
+    // or after `intent - capacity`, and `intent` within a stride of what was written.
+    let cap = 64 * 1024;
+    let heap = HeapRing::new(cap);
+    let ring = heap.ring();
+    let stride = ring.intent_stride();
+    let word = |off| heap.header()[layout::word(off)].load(Ordering::Relaxed);
+    let mut w = WriterState::new();
+    let mut starts = Vec::new(); // every record start, padding included, in order
+    let mut seed = 7;
+    for i in 0..40_000u64 {
+        let r = pattern::splitmix64(&mut seed);
+        let len = if (i / 2000) % 5 == 4 {
+            (r % ring.max_payload()) as usize
+        } else {
+            (r % 200) as usize
+        };
+        let span = record_span(len as u64);
+        let off = w.tail & ring.mask;
+        if off + span > cap {
+            starts.push(w.tail);
+            starts.push(w.tail + (cap - off));
+        } else {
+            starts.push(w.tail);
+        }
+        publish_pattern(&ring, &mut w, len);
+        let (intent, head) = (word(offset::INTENT), word(offset::HEAD));
+        let written = w.tail + 8;
+        assert!(
+            (written..=written + stride).contains(&intent),
+            "publish {i}: intent {intent} not within a stride of {written}"
+        );
+        let floor = intent.saturating_sub(cap);
+        let first = starts.partition_point(|&s| s < floor);
+        if floor > 0 {
+            assert_eq!(
+                head, starts[first],
+                "publish {i}: head is not the first record >= {floor}"
+            );
+        } else {
+            assert_eq!(head, 0);
+        }
+    }
+    assert!(w.tail > 50 * cap, "the test should wrap many times");
+}
