@@ -492,7 +492,8 @@ fn prefetch_stays_within_what_is_announced_and_the_per_publish_limit() {
 #[test]
 fn eviction_is_exact_and_intent_runs_at_most_a_stride_ahead() {
     // Mostly small messages (marks do the eviction), with bursts of long ones (no mark fits,
-    // so the producer walks). After every publish, `head` must be exactly the first record at
+    // so the producer walks), and now and then a reservation dropped without commit (a
+    // `Claim` dropped; its mark may point where the next record starts). After every publish, `head` must be exactly the first record at
     // or after `intent - capacity`, and `intent` within a stride of what was written.
     let cap = 64 * 1024;
     let heap = HeapRing::new(cap);
@@ -501,9 +502,15 @@ fn eviction_is_exact_and_intent_runs_at_most_a_stride_ahead() {
     let word = |off| heap.header()[layout::word(off)].load(Ordering::Relaxed);
     let mut w = WriterState::new();
     let mut starts = Vec::new(); // every record start, padding included, in order
+    let mut reserved = 0; // the furthest any reservation reached, committed or not
     let mut seed = 7;
     for i in 0..40_000u64 {
         let r = pattern::splitmix64(&mut seed);
+        if r % 97 == 0 {
+            // A claim dropped without commit: reserves (and may mark or announce), writes nothing.
+            let dropped = ring.reserve(&mut w, (r >> 8) as usize % ring.max_payload() as usize);
+            reserved = reserved.max(dropped.pos + record_span(dropped.len) + 8);
+        }
         let len = if (i / 2000) % 5 == 4 {
             (r % ring.max_payload()) as usize
         } else {
@@ -520,9 +527,10 @@ fn eviction_is_exact_and_intent_runs_at_most_a_stride_ahead() {
         publish_pattern(&ring, &mut w, len);
         let (intent, head) = (word(offset::INTENT), word(offset::HEAD));
         let written = w.tail + 8;
+        reserved = reserved.max(written);
         assert!(
-            (written..=written + stride).contains(&intent),
-            "publish {i}: intent {intent} not within a stride of {written}"
+            (written..=reserved + stride).contains(&intent),
+            "publish {i}: intent {intent} not within a stride of {reserved}"
         );
         let floor = intent.saturating_sub(cap);
         let first = starts.partition_point(|&s| s < floor);
