@@ -284,21 +284,25 @@ impl<'a> Ring<'a> {
                 chosen = Some(mark);
             }
         }
+        let old_head = w.head;
         let intent = match chosen {
             Some(mark) => {
-                if mark > w.head {
-                    w.head = mark;
-                    // Before `intent`: a reader that sees the new `intent` sees this `head` too.
-                    self.field(offset::HEAD).store(mark, Ordering::Release);
-                }
+                w.head = mark;
                 mark + capacity
             }
             None => {
                 let intent = limit + stride;
-                self.evict_before(w, intent.saturating_sub(capacity));
+                let floor = intent.saturating_sub(capacity);
+                while w.head < floor {
+                    w.head = self.record_after(w.head);
+                }
                 intent
             }
         };
+        if w.head != old_head {
+            // Before `intent`: a reader that sees the new `intent` sees this `head` too.
+            self.field(offset::HEAD).store(w.head, Ordering::Release);
+        }
         self.field(offset::INTENT).store(intent, Ordering::Release);
         fence(Ordering::Release);
         w.announced = intent;
@@ -321,18 +325,6 @@ impl<'a> Ring<'a> {
         }
         w.marks.push_back(pos);
         w.next_mark = pos + spacing;
-    }
-
-    /// Moves `head` to the first record at or after `floor` by walking the records from
-    /// `head`, and stores it if it moved.
-    fn evict_before(self, w: &mut WriterState, floor: u64) {
-        if w.head < floor {
-            while w.head < floor {
-                w.head = self.record_after(w.head);
-            }
-            // Before `intent`: a reader that sees the new `intent` sees this `head` too.
-            self.field(offset::HEAD).store(w.head, Ordering::Release);
-        }
     }
 
     /// The position of the record after the (old, about to be evicted) record at `pos`.
