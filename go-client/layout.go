@@ -42,6 +42,7 @@ const (
 	padBit     = uint64(1) << 63 // commit word of a padding record
 	noLatest   = ^uint64(0)      // latest before the first publish
 	recordHead = 16              // commit word + length word
+	cacheLine  = 64              // what a waiting reader loads ahead (not part of the layout)
 
 	wakeFence      = 0 // wake_barrier values (docs/LAYOUT.md, "Waiting and waking")
 	wakeMembarrier = 1

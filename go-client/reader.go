@@ -417,6 +417,11 @@ func (r *Reader) locate() (off, n uint64, err error) {
 				}
 				continue
 			}
+			// Load the next cache line too, so that a reader that has
+			// caught up fetches the second line of a message while it
+			// waits rather than after seeing the commit (as the Rust
+			// reader does; docs/BENCHMARKS.md).
+			_ = r.ringWord((pos | (cacheLine - 1)) + 1)
 			return 0, 0, ErrNoMessage
 		}
 	}
