@@ -26,8 +26,9 @@ step "release build of the CLI, and the benchmarks compile"
 cargo build --release --bin shmcast
 cargo bench --no-run --quiet
 
-step "shmcast bench --quick (a smoke run: it asserts nothing about speed)"
+step "shmcast bench --quick and two rounds of the placement bench (smoke runs: they assert nothing about speed)"
 target/release/shmcast bench --quick
+cargo bench --quiet --bench placement -- 2
 
 step "Go reader: gofmt, vet, arm64 cross-compile, tests (+ -race), live interop with the Rust CLI, fuzz"
 SHMCAST_BIN="$PWD/target/release/shmcast" bash go-client/check.sh
