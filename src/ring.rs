@@ -582,9 +582,11 @@ impl<'a> Ring<'a> {
     /// the moment the producer commits, but a 64-byte message spans two lines and the second
     /// was then fetched only after the commit was seen: two cache misses one after the other.
     /// Loading the second line on every empty poll has the reader fetch it while it waits,
-    /// alongside the first. Ping-pong one-way latency at 64 B dropped from 2.11 to 1.82
-    /// times the one-line floor (medians of 6 alternating rounds; docs/BENCHMARKS.md), with
-    /// no loss in throughput. A `PREFETCHT0` did the same; a load needs no `unsafe`.
+    /// alongside the first. Ping-pong one-way latency at 64 B dropped from 140 to 120.5 ns,
+    /// 2.08 to 1.85 times the one-line floor (medians over alternating rounds;
+    /// docs/BENCHMARKS.md), with no loss in throughput. A `PREFETCHT0` did the same; a load
+    /// needs no `unsafe`.
+    ///
     /// Skipped in loom models: a load whose value is ignored changes no outcome, and would
     /// only multiply the interleavings to explore.
     #[inline(always)]
