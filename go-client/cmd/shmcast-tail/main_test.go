@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -103,7 +104,7 @@ func TestWait(t *testing.T) {
 	for range 5 {
 		w.PublishPattern(8)
 	}
-	for _, wait := range []string{"spin", "yield", "backoff", "block"} {
+	for i, wait := range []string{"spin", "yield", "backoff", "block"} {
 		_, want, _ := runTail(path, "--json", "--timeout", "0")
 		code, out, errOut := runTail(path, "--json", "--timeout", "0", "--wait", wait)
 		if code != 0 || out != want || errOut != "" {
@@ -114,16 +115,21 @@ func TestWait(t *testing.T) {
 			out, err string
 		}
 		done := make(chan result, 1)
+		// From the oldest retained message, not --from next: a tail that starts late (under
+		// an emulator, startup can take longer than the sleep below) still counts every
+		// message, so the test cannot race with it. Otherwise it is waiting (parked, for
+		// block) when the two live messages arrive.
+		retained := 5 + 2*i // the first five, and two per strategy before this one
 		go func() {
-			code, out, errOut := runTail(path, "--from", "next", "--count", "2", "--verify", "--timeout", "10", "--wait", wait)
+			code, out, errOut := runTail(path, "--from", "oldest", "--count", strconv.Itoa(retained+2), "--verify", "--timeout", "10", "--wait", wait)
 			done <- result{code, out, errOut}
 		}()
-		time.Sleep(30 * time.Millisecond) // the tail is waiting (parked, for block)
+		time.Sleep(30 * time.Millisecond)
 		w.PublishPattern(20)
 		time.Sleep(30 * time.Millisecond)
 		w.PublishPattern(20)
 		res := <-done
-		if res.code != 0 || res.out != "received=2 lagged=0 corrupt=0\n" {
+		if want := fmt.Sprintf("received=%d lagged=0 corrupt=0\n", retained+2); res.code != 0 || res.out != want {
 			t.Fatalf("live --wait %s: code %d, output %q, stderr %q", wait, res.code, res.out, res.err)
 		}
 	}
