@@ -11,7 +11,7 @@ bin=target/release/shmcast
 gobin=target/shmcast-tail
 
 echo "building (cargo build --release; go build) ..."
-cargo build --release --quiet --bin shmcast
+cargo build --release --quiet -p shmcast-cli
 (cd go-client && go build -o "../$gobin" ./cmd/shmcast-tail)
 trap 'rm -f "/dev/shm${name}"' EXIT
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v strace >/dev/null || { echo "strace is not installed" >&2; exit 1; }
-cargo build --release --quiet --bin shmcast
+cargo build --release --quiet -p shmcast-cli
 bin=target/release/shmcast
 name="shmcast-futex-$$"
 

@@ -31,7 +31,7 @@ froms=(beginning oldest newest next)
 waits=(spin yield backoff block)
 
 echo "== building (release)"
-cargo build --release --quiet --bin shmcast
+cargo build --release --quiet -p shmcast-cli
 work=$(mktemp -d /tmp/shmcast-soak.XXXXXX)
 (cd go-client && go build -o "$work/shmcast-tail-go" ./cmd/shmcast-tail)
 rust_tail=(target/release/shmcast tail)

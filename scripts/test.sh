@@ -10,20 +10,23 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo doc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "cargo test: unit, loom-free protocol tests, golden files, errors, CLI, multi-process, doc examples"
-cargo test
+cargo test --workspace
+
+step "the library as a dependency: its dependency list, MSRV, cargo package"
+bash scripts/check_package.sh
 
 step "loom models of the ring protocol (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
     CARGO_TARGET_DIR=target/loom cargo test --release --lib loom
 
 step "release build of the CLI, and the benchmarks compile"
-cargo build --release --bin shmcast
+cargo build --release -p shmcast-cli
 cargo bench --no-run --quiet
 
 step "shmcast bench --quick and two rounds of the placement bench (smoke runs: they assert nothing about speed)"

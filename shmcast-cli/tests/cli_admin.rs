@@ -15,6 +15,7 @@ use shmcast::{
     layout, pattern, remove_stale_segment, Error, Publisher, Removal, StartAt, Subscriber,
 };
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::{unique, Cleanup, TempDir};
 

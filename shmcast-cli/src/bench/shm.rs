@@ -71,7 +71,7 @@ impl GoReader {
         }
         let candidates = [
             PathBuf::from("go-client"),
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("go-client"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../go-client"),
         ];
         let Some(dir) = candidates
             .iter()
@@ -242,7 +242,7 @@ impl Waiter {
         buf: &mut [u8],
     ) -> Result<std::result::Result<Received, u64>> {
         self.received = self.received.wrapping_add(1);
-        if self.received % 1024 == 0 {
+        if self.received.is_multiple_of(1024) {
             self.slice_end = Instant::now() + BLOCKING_SLICE;
         }
         loop {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use shmcast::pattern;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::{shm_name, unique, Cleanup};
 

@@ -333,7 +333,7 @@ pub fn alive_word(alive: bool) -> &'static str {
 /// A capacity (a power of two) as `4K`, `1M`, `2G`, or bytes.
 fn bytes(n: u64) -> String {
     for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{suffix}", n >> shift);
         }
     }

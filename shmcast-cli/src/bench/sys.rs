@@ -219,7 +219,7 @@ impl Spinner {
             std::thread::yield_now();
         }
         self.polls = self.polls.wrapping_add(1);
-        if self.polls % 4096 == 0 {
+        if self.polls.is_multiple_of(4096) {
             return self.check();
         }
         Ok(())
@@ -229,7 +229,7 @@ impl Spinner {
     /// to look at anything else that may end the wait.
     #[inline(always)]
     pub fn ticked(&self) -> bool {
-        self.polls % 4096 == 0
+        self.polls.is_multiple_of(4096)
     }
 
     /// Fails if the deadline has passed or the harness was interrupted.
