@@ -3,7 +3,6 @@ package shmcast
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 )
@@ -123,16 +122,12 @@ func TestConcurrentWriter(t *testing.T) {
 		return true, 0, check(m)
 	})
 
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := range published {
-			w.PublishPattern((i * 7919) % 1009)
-			if i%20 == 0 { // mostly readable, but still fast enough to lap
-				time.Sleep(50 * time.Microsecond)
-			}
+	for i := range published {
+		w.PublishPattern((i * 7919) % 1009)
+		if i%20 == 0 { // mostly readable, but still fast enough to lap
+			time.Sleep(50 * time.Microsecond)
 		}
-	})
-	wg.Wait()
+	}
 	for range 5 {
 		res := <-results
 		if res.err != nil {

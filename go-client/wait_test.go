@@ -482,8 +482,9 @@ func TestCloseAndCancelRace(t *testing.T) {
 		}()
 		time.Sleep(time.Duration(rng.IntN(300)) * time.Microsecond)
 		var wg sync.WaitGroup
-		wg.Go(cancel)
-		wg.Go(func() { r.Close() })
+		wg.Add(2)
+		go func() { defer wg.Done(); cancel() }()
+		go func() { defer wg.Done(); r.Close() }()
 		if i%5 == 0 {
 			w.PublishPattern(10) // sometimes a message and a wake-up race in too
 		}
