@@ -9,13 +9,16 @@ import (
 
 // Sentinel errors. Every error this package returns for a bad segment wraps
 // exactly one of them, so callers can branch with [errors.Is]; the typed
-// errors ([*HeaderError], [*CorruptError], [*LaggedError],
+// errors ([*NameError], [*HeaderError], [*CorruptError], [*LaggedError],
 // [*ShortBufferError], [*ProducerGoneError]) carry the details for [errors.As].
 //
 // A segment that does not exist or may not be opened is reported with the
 // operating system's error, which matches [io/fs.ErrNotExist] or
 // [io/fs.ErrPermission]. A closed [Reader] returns [os.ErrClosed].
 var (
+	// ErrInvalidName matches every [*NameError]: a segment name or path
+	// that cannot name a segment ("", "/", "..", a NUL byte, ...).
+	ErrInvalidName = errors.New("shmcast: invalid segment name")
 	// ErrTruncated: the file is shorter than the 4096-byte producer header.
 	ErrTruncated = errors.New("shmcast: segment truncated")
 	// ErrNotInitialized: the magic word is still zero; the producer may be
@@ -75,6 +78,20 @@ var errConcurrentUse = errors.New("shmcast: Reader used by two goroutines at onc
 
 // errIterReused is yielded by a Messages sequence ranged over a second time.
 var errIterReused = errors.New("shmcast: Messages sequence is single-use and was already ranged over")
+
+// NameError reports a segment name (or path) that [Open], [OpenPath] or
+// [SegmentPath] refuses before touching the file system, with the reason the
+// Rust library gives for the same name. It wraps [ErrInvalidName].
+type NameError struct {
+	Name   string // the name or path as given
+	Reason string // what is wrong with it, e.g. "the name is empty"
+}
+
+func (e *NameError) Error() string {
+	return "shmcast: invalid segment name " + strconv.Quote(e.Name) + ": " + e.Reason
+}
+
+func (e *NameError) Unwrap() error { return ErrInvalidName }
 
 // HeaderError describes why a segment's header was rejected. Err is one of
 // ErrTruncated, ErrNotInitialized, ErrBadMagic, ErrUnsupportedVersion,

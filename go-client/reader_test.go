@@ -455,28 +455,6 @@ func TestStartNames(t *testing.T) {
 	}
 }
 
-func TestSegmentPath(t *testing.T) {
-	for name, want := range map[string]string{
-		"demo":      "/dev/shm/demo",
-		"/demo":     "/dev/shm/demo",
-		"/tmp/seg":  "/tmp/seg",
-		"./seg":     "./seg",
-		"dir/seg":   "dir/seg",
-		"/a/b/c":    "/a/b/c",
-		"demo.seg":  "/dev/shm/demo.seg",
-		"/demo.seg": "/dev/shm/demo.seg",
-	} {
-		if got, err := SegmentPath(name); err != nil || got != want {
-			t.Errorf("SegmentPath(%q) = %q, %v; want %q", name, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "/", ".", "..", "/.."} {
-		if _, err := SegmentPath(bad); err == nil {
-			t.Errorf("SegmentPath(%q) accepted", bad)
-		}
-	}
-}
-
 func TestCopyStrategiesAgree(t *testing.T) {
 	src := segtest.NewMem(4096 + 8)
 	for i := range src {

@@ -58,22 +58,59 @@ func WithPollInterval(d time.Duration) Option { return func(o *options) { o.poll
 // atomic loads in its own runtime, where a fault still kills the process.
 func WithFaultRecovery() Option { return func(o *options) { o.faultRecovery = true } }
 
-// SegmentPath resolves a segment name as the shmcast CLI does: "/demo" (one
-// leading slash and no other) and "demo" (no slash) name the shared-memory
-// object /dev/shm/demo; anything with a slash after its first character is
-// a file path, returned unchanged.
+// SegmentPath resolves a segment name by the rule the Rust library and the
+// shmcast CLI share (docs/CLI.md, "Naming a segment"):
+//
+//   - "demo" (no slash) and "/demo" (one leading slash and no other) name
+//     the POSIX shared-memory object /demo, the file /dev/shm/demo on Linux;
+//   - anything with a slash after its first character ("/run/app/seg",
+//     "./seg", "dir/seg", also "demo/" with its trailing slash) is the path
+//     of a regular file, returned unchanged.
+//
+// A name that contains a NUL byte, and a shared-memory name that is empty
+// ("" or "/"), "." or ".." (also "/." and "/..") or longer than 255 bytes,
+// are refused with a [*NameError] (errors.Is [ErrInvalidName]), with the
+// reason the Rust library gives. A path is not checked further here: one
+// that does not exist, or is not a regular file, fails when it is opened.
 func SegmentPath(name string) (string, error) {
+	// The checks and reasons of the Rust library's Location::parse, in its order.
 	shm := strings.TrimPrefix(name, "/")
-	if strings.Contains(shm, "/") {
+	var reason string
+	switch {
+	case strings.IndexByte(name, 0) >= 0:
+		reason = "the name contains a NUL byte"
+	case strings.Contains(shm, "/"):
 		return name, nil
+	case shm == "":
+		reason = "the name is empty"
+	case shm == "." || shm == "..":
+		reason = "'.' and '..' are not segment names"
+	case len(shm) > maxShmName:
+		reason = "the name is longer than 255 bytes"
+	default:
+		return ShmDir + "/" + shm, nil
 	}
-	if shm == "" || shm == "." || shm == ".." {
-		return "", fmt.Errorf("shmcast: invalid segment name %q", name)
-	}
-	return ShmDir + "/" + shm, nil
+	return "", &NameError{Name: name, Reason: reason}
 }
 
-// Open opens the segment called name (see SegmentPath) for reading.
+// maxShmName is the longest shared-memory name without its slash (NAME_MAX).
+const maxShmName = 255
+
+// checkPath refuses a path that no system call can take (OpenPath).
+func checkPath(path string) error {
+	if path == "" {
+		return &NameError{Name: path, Reason: "the path is empty"}
+	}
+	if strings.IndexByte(path, 0) >= 0 {
+		return &NameError{Name: path, Reason: "the path contains a NUL byte"}
+	}
+	return nil
+}
+
+// Open opens the segment called name for reading: [SegmentPath] says which
+// file that is, and [OpenPath] opens it. An invalid name is a [*NameError]
+// (errors.Is [ErrInvalidName]); a name that does not exist matches
+// [io/fs.ErrNotExist].
 func Open(name string, opts ...Option) (*Reader, error) {
 	path, err := SegmentPath(name)
 	if err != nil {
@@ -101,6 +138,9 @@ func Open(name string, opts ...Option) (*Reader, error) {
 // is alive (see ProducerAlive): the producer holds a lock on the file for as
 // long as it lives.
 func OpenPath(path string, opts ...Option) (*Reader, error) {
+	if err := checkPath(path); err != nil {
+		return nil, err
+	}
 	var o options
 	for _, opt := range opts {
 		opt(&o)
