@@ -57,17 +57,33 @@
 // The blocking reads (Read, ReadFunc, Messages) test it by themselves while
 // idle, every [LivenessInterval] (100 ms). Once the producer is gone, they
 // read once more, so that everything committed before the death is still
-// delivered, in order, and then return a [*ProducerGoneError] (it matches
-// [ErrProducerGone]): an idle read returns within about LivenessInterval
-// of the death, plus at most one sleep of the wait strategy (measured:
-// 100-105 ms, also after kill -9 of a Rust producer publishing 200 000
-// messages a second). Its Replaced field reports that the name now refers
-// to a different file: a new producer replaced the dead one's segment (the
-// documented restart policy), and opening the name again follows it. After
-// that, later blocking reads return the error as soon as nothing is left,
-// without waiting again. The non-blocking reads make no system call and
-// keep returning [ErrNoMessage]. On systems other than Linux liveness
-// cannot be tested and the producer always counts as alive.
+// delivered, in order, and then the stream ends (see End of stream): an
+// idle read returns within about LivenessInterval of the death, plus at
+// most one sleep of the wait strategy (measured: 100-105 ms, also after
+// kill -9 of a Rust producer publishing 200 000 messages a second). The
+// non-blocking reads make no system call and keep returning
+// [ErrNoMessage]. On systems other than Linux liveness cannot be tested
+// and the producer always counts as alive.
+//
+// # End of stream
+//
+// A producer that exits, normally or not, after publishing is the normal
+// end of the stream, not a failure:
+//
+//   - [Reader.Messages] yields every message it published and then ends,
+//     without an error.
+//   - [Reader.Read] and [Reader.ReadFunc] return a [*ProducerGoneError]
+//     (errors.Is [ErrProducerGone]) once nothing is left, and again, at
+//     once, on every later call; so a Read after a Messages loop tells
+//     that the loop ended because the producer exited.
+//   - Its Replaced field reports that the name now refers to a different
+//     file: a new producer replaced the dead one's segment (the documented
+//     restart policy), and opening the name again follows it. A name that
+//     was merely removed is not replaced.
+//
+// Every other end is an error: ctx.Err() when the context is done,
+// [os.ErrClosed] after [Reader.Close], a [*CorruptError] for an impossible
+// segment. A lap ([*LaggedError]) is not an end: reading goes on.
 //
 // # Security model
 //

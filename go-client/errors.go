@@ -44,15 +44,20 @@ var (
 	ErrLagged = errors.New("shmcast: lagged")
 	// ErrProducerGone matches every [*ProducerGoneError] with [errors.Is]: a
 	// blocking read found nothing left to read and the producer has exited
-	// (or was killed). Everything it published was delivered first.
+	// (or was killed). Everything it published was delivered first. It is
+	// the normal end of a stream, not a failure; [Reader.Messages] ends
+	// without yielding it.
 	ErrProducerGone = errors.New("shmcast: the producer has exited; no more messages will arrive")
 )
 
 // ProducerGoneError is returned by a blocking read ([Reader.Read],
-// [Reader.ReadFunc], [Reader.Messages]) when there is nothing left to read
-// and the segment's producer has exited or was killed (docs/LAYOUT.md,
-// "Producer liveness"): no more messages will arrive. It matches
-// [ErrProducerGone] with [errors.Is].
+// [Reader.ReadFunc]) when there is nothing left to read and the segment's
+// producer has exited or was killed (docs/LAYOUT.md, "Producer liveness"):
+// no more messages will arrive. It is the end of the stream, reached after
+// every message the producer published was delivered. It matches
+// [ErrProducerGone] with [errors.Is]. [Reader.Messages] does not yield it:
+// the sequence just ends, and a blocking read after the loop returns it at
+// once.
 //
 // Replaced reports that the segment's name now refers to a different file
 // (device and inode differ from the file this Reader mapped): a new producer

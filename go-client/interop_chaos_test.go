@@ -17,7 +17,8 @@ import (
 // TestInteropChaos kills a live Rust producer (SIGKILL, at a random moment)
 // under three Go readers of different forms and wait strategies, three
 // rounds in a row on the same name. Every reader must end with
-// ErrProducerGone (not replaced: the next producer has not started yet),
+// ErrProducerGone (not replaced: the next producer has not started yet; the
+// Messages loop must end without an error, and a read after it returns it),
 // having accounted for every committed message (received + missed ==
 // committed, read back by a fresh reader joining at the newest message),
 // with no corrupt payload. From the second round on, the new producer
@@ -149,7 +150,10 @@ func TestInteropChaos(t *testing.T) {
 					check(res, m.Seq, m.Data)
 				}
 			}
-			return errors.New("Messages ended without an error")
+			// The sequence ends without an error when the producer is gone;
+			// a read after it returns the *ProducerGoneError at once.
+			_, err := r.Read(ctx, nil)
+			return err
 		})
 		stale = openWhenReady(t, name, shmcast.WithStart(shmcast.Next))
 		if !stale.ProducerAlive() {

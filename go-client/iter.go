@@ -14,14 +14,22 @@ import (
 //			continue // lag.Missed messages were lost; reading goes on
 //		}
 //		if err != nil {
-//			return err // ctx done, closed, or corrupt segment
+//			return err // ctx done, r closed, or a corrupt segment
 //		}
 //		use(m.Seq, m.Data)
 //	}
+//	// The producer has exited and every message it published was read.
 //
-// A lap is yielded as (Message{}, *LaggedError) and the sequence goes on; any
-// other error is yielded once and ends it. m.Data aliases a buffer owned by
-// the sequence and is overwritten by the next message: copy it to keep it.
+// The sequence ends, without an error, when the producer has exited (or
+// was killed) and everything it published has been delivered: that is the
+// normal end of a stream. A lap is yielded as (Message{}, *LaggedError) and
+// the sequence goes on. Any other error (ctx.Err(), [os.ErrClosed], a
+// [*CorruptError]) is yielded once and ends it. To learn after the loop
+// whether the producer exited, and whether a new producer has since
+// replaced its segment, read once more: a blocking read of r then returns
+// the [*ProducerGoneError] at once (see its Replaced field). m.Data aliases
+// a buffer owned by the sequence and is overwritten by the next message:
+// copy it to keep it.
 //
 // The sequence is single-use: it consumes messages from r, and ranging over
 // it a second time yields only an error. Call Messages again for a new one
@@ -48,6 +56,8 @@ func (r *Reader) Messages(ctx context.Context) iter.Seq2[Message, error] {
 				if !yield(Message{}, err) {
 					return
 				}
+			case *ProducerGoneError:
+				return // the end of the stream: everything published was read
 			default:
 				yield(Message{}, err)
 				return

@@ -3,6 +3,7 @@ package shmcast
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -63,6 +64,19 @@ func blockingForms() []blockingForm {
 			*got = append(*got, m.Seq)
 		}
 	}
+	// The sequence ends without an error when the producer is gone; a read
+	// after it returns the *ProducerGoneError at once, which this form
+	// reports so that the callers see the same end from every form.
+	viaMessages := func(ctx context.Context, r *Reader, got *[]uint64) error {
+		for m, err := range r.Messages(ctx) {
+			if err != nil {
+				return err
+			}
+			*got = append(*got, m.Seq)
+		}
+		_, err := r.Read(ctx, nil)
+		return err
+	}
 	var forms []blockingForm
 	for _, s := range allStrategies {
 		forms = append(forms, blockingForm{"Read/" + s.String(), []Option{WithWait(s)}, viaRead})
@@ -79,15 +93,8 @@ func blockingForms() []blockingForm {
 				*got = append(*got, seq)
 			}
 		}},
-		blockingForm{"Messages/backoff", []Option{WithWait(WaitBackoff)}, func(ctx context.Context, r *Reader, got *[]uint64) error {
-			for m, err := range r.Messages(ctx) {
-				if err != nil {
-					return err
-				}
-				*got = append(*got, m.Seq)
-			}
-			return errors.New("sequence ended without an error")
-		}},
+		blockingForm{"Messages/block", nil, viaMessages},
+		blockingForm{"Messages/backoff", []Option{WithWait(WaitBackoff)}, viaMessages},
 	)
 	return forms
 }
@@ -163,6 +170,77 @@ func TestProducerGoneLastMessage(t *testing.T) {
 	}
 	if _, err := r.Read(context.Background(), buf); !errors.Is(err, ErrProducerGone) {
 		t.Fatalf("got %v, want ErrProducerGone", err)
+	}
+}
+
+// TestMessagesEndAtProducerExit: a producer that publishes n messages and
+// exits is a clean end for the iterator: it yields the n messages (or the
+// lap and the retained ones, when n overflows the ring), then ends without
+// an error. A read after it returns the *ProducerGoneError at once, a new
+// sequence ends at once, and once a new producer has replaced the segment
+// the read says so.
+func TestMessagesEndAtProducerExit(t *testing.T) {
+	for _, n := range []uint64{0, 1, 50, 2000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
+			w, path := fileSegment(t, 4096)
+			r, err := OpenPath(path, WithStart(Beginning))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for range n {
+				w.PublishPattern(40)
+			}
+			w.Kill()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			var received, missed, want uint64 = 0, 0, 1
+			for m, err := range r.Messages(ctx) {
+				var lag *LaggedError
+				switch {
+				case errors.As(err, &lag):
+					missed += lag.Missed
+					want += lag.Missed
+				case err != nil:
+					t.Fatalf("yielded %v after %d messages; the producer's exit should end the sequence without an error", err, received)
+				case m.Seq != want || !VerifyPattern(m.Seq, m.Data):
+					t.Fatalf("message %d (%d bytes), want %d with its pattern", m.Seq, len(m.Data), want)
+				default:
+					received++
+					want++
+				}
+			}
+			if received+missed != n || (n <= 50) != (missed == 0) {
+				t.Fatalf("received %d + missed %d, want %d (a lap only when the ring overflowed)", received, missed, n)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("the sequence took %v to end (bound: about %v)", d, LivenessInterval)
+			}
+			start = time.Now()
+			var gone *ProducerGoneError
+			if _, err := r.Read(ctx, nil); !errors.As(err, &gone) || gone.Replaced {
+				t.Fatalf("read after the sequence: %v, want a *ProducerGoneError, not replaced", err)
+			}
+			for _, err := range r.Messages(ctx) {
+				t.Fatalf("a new sequence after the end yielded %v", err)
+			}
+			if d := time.Since(start); d > 50*time.Millisecond {
+				t.Errorf("took %v; the producer was already known to be gone", d)
+			}
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			if _, unmap, err := segtest.Create(path, 4096); err != nil {
+				t.Fatal(err)
+			} else {
+				defer unmap()
+			}
+			if _, err := r.Read(ctx, nil); !errors.As(err, &gone) || !gone.Replaced {
+				t.Fatalf("read after a new producer replaced the segment: %v, want Replaced", err)
+			}
+		})
 	}
 }
 

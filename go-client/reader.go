@@ -196,7 +196,8 @@ func (r *Reader) CanPark() bool { return r.parked != nil }
 // Reader's own descriptor), acquires nothing, and so never disturbs the
 // producer; a reused PID cannot fool it. Blocking reads make this test by
 // themselves while idle (every LivenessInterval) and return
-// ErrProducerGone once everything the producer published was read.
+// ErrProducerGone once everything the producer published was read
+// (Messages ends there).
 //
 // It may be called from any goroutine, also while a read is in progress.
 // When the answer is unknown it reports true: if the test fails, after
@@ -708,7 +709,8 @@ func (r *Reader) tryReadFunc(fn func(seq uint64, payload []byte)) error {
 // delivers whatever it committed before dying, in order, and then returns
 // a *ProducerGoneError (errors.Is ErrProducerGone), within about
 // LivenessInterval of the death; later calls return it again, without
-// waiting, as soon as nothing is left.
+// waiting, as soon as nothing is left. That error is the normal end of the
+// stream (Messages ends there without an error).
 //
 // Like TryRead it does not allocate when a message is delivered without
 // sleeping. A read that sleeps in the kernel with a cancellable ctx
