@@ -1,25 +1,46 @@
 // Package shmcast reads messages broadcast by a shmcast producer through a
-// POSIX shared-memory segment, in pure Go (no cgo).
+// POSIX shared-memory segment, in pure Go (no cgo, standard library only).
 //
-// A Rust process (the shmcast crate) publishes messages into a ring in one
-// shared-memory file; any number of reader processes map that file
-// read-only and read every message at their own pace. The producer never
-// waits for a reader: a reader that falls more than a ring behind is
-// lapped, learns exactly how many messages it missed, and carries on from the
-// oldest message still retained. The byte layout and the algorithms are
-// specified in docs/LAYOUT.md of the repository; this package implements the
-// reader side of layout version 1.
+// A Rust process (the shmcast crate, or the shmcast command-line tool)
+// publishes messages into a ring in one shared-memory file; any number of
+// reader processes map that file read-only and read every message at their
+// own pace. The producer never waits for a reader: a reader that falls more
+// than a ring behind is lapped, learns exactly how many messages it missed,
+// and carries on from the oldest message still retained. The byte layout
+// and the algorithms are specified in [docs/LAYOUT.md] of the repository;
+// this package implements the reader side of layout version 1, with the
+// semantics of the Rust Subscriber.
+//
+// A reader of the segment "prices" (the file /dev/shm/prices), until its
+// producer exits or ctx is done:
+//
+//	r, err := shmcast.Open("prices")
+//	if err != nil {
+//		return err // fs.ErrNotExist: no producer has created it (yet)
+//	}
+//	defer r.Close()
+//	for m, err := range r.Messages(ctx) {
+//		if errors.Is(err, shmcast.ErrLagged) {
+//			continue // messages were overwritten before we read them
+//		}
+//		if err != nil {
+//			return err // ctx done, or a corrupt segment
+//		}
+//		fmt.Printf("%d: %s\n", m.Seq, m.Data)
+//	}
+//	return nil // the producer exited; every message it published was read
 //
 // # Opening
 //
-// [Open] takes a segment name as the shmcast CLI does ("demo" or "/demo" is
-// /dev/shm/demo; a name with a slash after its first character is a path);
-// [OpenPath] takes a path. Both validate the header before trusting anything
-// in the file and return errors that work with [errors.Is] (the Err*
-// sentinels, [io/fs.ErrNotExist], [io/fs.ErrPermission]) and [errors.As]
-// ([*HeaderError]). [WithStart] chooses where reading begins: [Oldest]
-// retained message (the default), [Beginning] of the stream, [Newest] message,
-// or [Next] message published after joining.
+// [Open] takes a segment name by the rule that the Rust library and the
+// shmcast CLI share: "demo" and "/demo" are the shared-memory object /demo,
+// the file /dev/shm/demo; a name with a slash after its first character
+// ("/run/app/seg", "./seg", "dir/seg") is the path of a regular file
+// ([SegmentPath] says which file a name means). [OpenPath] takes a path.
+// Both validate the header before trusting anything in the file.
+// [WithStart] chooses where reading begins: the [Oldest] retained message
+// (the default), the [Beginning] of the stream, the [Newest] message, or the
+// [Next] message published after joining.
 //
 // The producer header and the ring are always mapped read-only. A reader
 // with the default wait strategy also tries to open the file for writing;
@@ -31,19 +52,44 @@
 // # Reading
 //
 //   - [Reader.TryRead] copies the next message into a caller-supplied buffer
-//     without blocking and without allocating; [Reader.Read] waits for one,
-//     honouring a [context.Context].
+//     without blocking and without allocating; it returns [ErrNoMessage]
+//     when there is none yet.
+//   - [Reader.Read] waits for one. It honours its [context.Context]: give it
+//     a context from [context.WithTimeout] to bound the wait, or cancel the
+//     context (or call [Reader.Close] from another goroutine) to stop a
+//     read that is asleep; it then returns ctx.Err() or [os.ErrClosed].
 //   - [Reader.TryReadFunc] and [Reader.ReadFunc] hand the payload to a
 //     callback in place, without copying. The slice is valid only during the
 //     callback and may be torn by a concurrent overwrite, in which case the
 //     read returns a lap and the callback's work must be discarded.
-//   - [Reader.Messages] is a single-use range-over-func iterator.
+//   - [Reader.Messages] is a single-use range-over-func iterator over the
+//     blocking reads, with the same context handling.
 //
 // Messages arrive in order with consecutive sequence numbers. When the
 // producer overwrote messages before they were read, the read returns a
 // [*LaggedError] whose Missed field is the exact number lost (it matches
 // [ErrLagged]); the next read returns the oldest retained message. A torn
 // message is never delivered: every copy is validated after the fact.
+//
+// # Errors
+//
+// Every error works with [errors.Is] and [errors.As]:
+//
+//   - Opening: [*NameError] ([ErrInvalidName]) for a name such as "" or
+//     "/" or one with a NUL byte; the operating system's error for a
+//     missing or forbidden file ([io/fs.ErrNotExist], [io/fs.ErrPermission]);
+//     [*HeaderError] for a file that is not a valid segment, wrapping
+//     [ErrNotInitialized] (the producer is still creating it: retry),
+//     [ErrTruncated], [ErrBadMagic], [ErrUnsupportedVersion],
+//     [ErrUnsupportedFlags], [ErrInvalidHeader] or [ErrSizeMismatch].
+//   - Reading, not fatal: [ErrNoMessage] (non-blocking reads only: nothing
+//     yet), [*LaggedError] (messages were lost, reading goes on),
+//     [*ShortBufferError] (the buffer is too small: the reader did not
+//     advance; a buffer of [Reader.MaxPayload] bytes never is).
+//   - Reading, the end: [*ProducerGoneError] ([ErrProducerGone]), the
+//     normal end of the stream (below); ctx.Err(); [os.ErrClosed] after
+//     Close; [*CorruptError] ([ErrCorrupt]) for a ring that no valid
+//     producer writes.
 //
 // # Producer liveness
 //
@@ -76,7 +122,7 @@
 //     (errors.Is [ErrProducerGone]) once nothing is left, and again, at
 //     once, on every later call; so a Read after a Messages loop tells
 //     that the loop ended because the producer exited.
-//   - Its Replaced field reports that the name now refers to a different
+//   - The error's Replaced field reports that the name now refers to a different
 //     file: a new producer replaced the dead one's segment (the documented
 //     restart policy), and opening the name again follows it. A name that
 //     was merely removed is not replaced.
@@ -169,4 +215,6 @@
 // memmove and then validated by re-loading the producer's intent word; on
 // arm64 an explicit load barrier (DMB ISHLD) orders the copy before that
 // re-load, see fence_arm64.s.
+//
+// [docs/LAYOUT.md]: https://github.com/shmcast/shmcast/blob/main/docs/LAYOUT.md
 package shmcast

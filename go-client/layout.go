@@ -57,14 +57,15 @@ const maxPosition = 1 << 63
 func align8(n uint64) uint64 { return (n + 7) &^ 7 }
 
 // Header is the identity block of a segment, read once when it is opened.
+// The fields are those of docs/LAYOUT.md, "Identity block".
 type Header struct {
-	Version         uint32
-	DataOffset      uint64
-	Capacity        uint64 // bytes in the ring, a power of two
-	Flags           uint64
-	Epoch           uint64
-	ProducerPID     uint64
-	CreatedUnixNano uint64
+	Version         uint32 // layout version: LayoutVersion
+	DataOffset      uint64 // file offset of the ring: 8192
+	Capacity        uint64 // bytes in the ring, a power of two from 4096 to 2^40
+	Flags           uint64 // 0: a segment with any flag set is refused (ErrUnsupportedFlags)
+	Epoch           uint64 // 1 (reserved)
+	ProducerPID     uint64 // process id of the producer that created the segment (informational)
+	CreatedUnixNano uint64 // creation time, nanoseconds since the Unix epoch (see Created)
 }
 
 // MaxPayload is the largest message the producer can publish: capacity/4 - 16.

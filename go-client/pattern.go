@@ -17,7 +17,9 @@ func splitmix64(state *uint64) uint64 {
 }
 
 // FillPattern fills dst with the generated payload of message seq whose
-// length is len(dst).
+// length is len(dst): the test payload of docs/LAYOUT.md, "Generated test
+// payloads", that `shmcast publish --count` sends, so that a reader can
+// check every byte it received (VerifyPattern).
 func FillPattern(dst []byte, seq uint64) {
 	state := seq ^ uint64(len(dst))<<40
 	i := 0

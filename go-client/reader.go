@@ -30,6 +30,8 @@ const (
 
 var startNames = [...]string{Oldest: "oldest", Beginning: "beginning", Newest: "newest", Next: "next"}
 
+// String returns the name ParseStart accepts ("oldest", "beginning",
+// "newest" or "next"), as the commands' --from flags spell it.
 func (s Start) String() string {
 	if s >= 0 && int(s) < len(startNames) {
 		return startNames[s]
@@ -47,14 +49,22 @@ func ParseStart(s string) (Start, error) {
 	return 0, fmt.Errorf("shmcast: unknown start %q (want beginning, oldest, newest or next)", s)
 }
 
-// Message is one delivered message. Data aliases the buffer passed to the
-// read that returned it.
+// Message is one delivered message.
 type Message struct {
-	Seq  uint64
+	// Seq is the message's sequence number: 1 for the first message the
+	// producer published, then consecutive. A gap between two delivered
+	// messages was reported by a read in between as a [*LaggedError].
+	Seq uint64
+	// Data is the payload. It aliases the buffer passed to the read that
+	// returned it (Messages: a buffer of the sequence), so the next read
+	// overwrites it: copy it to keep it.
 	Data []byte
 }
 
-// Reader reads messages from one segment.
+// Reader reads messages from one segment, opened with [Open] or
+// [OpenPath]. Each Reader has its own position in the stream; a producer
+// does not know its readers and never waits for them. Close it when done:
+// it holds a mapping of the segment and its file descriptor.
 //
 // Concurrency: a Reader is used by one goroutine at a time. Close is the
 // exception: it may be called from any goroutine, at any time, any number of

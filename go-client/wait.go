@@ -36,6 +36,8 @@ const (
 
 var waitNames = [...]string{WaitBlock: "block", WaitSpin: "spin", WaitYield: "yield", WaitBackoff: "backoff"}
 
+// String returns the name ParseWaitStrategy accepts ("block", "spin",
+// "yield" or "backoff"), as the commands' --wait flags spell it.
 func (s WaitStrategy) String() string {
 	if s >= 0 && int(s) < len(waitNames) {
 		return waitNames[s]
@@ -67,7 +69,10 @@ const (
 
 	minSleep   = 20 * time.Microsecond // first sleep of WaitBackoff and of a read-only futex wait
 	defPollMax = time.Millisecond      // longest such sleep, unless WithPollInterval
+)
 
+// Time bounds of the blocking reads.
+const (
 	// MaxParkSlice is the longest single futex wait of a parked read. A
 	// parked read is woken at once by a publish, by Close and by the
 	// cancellation of its context; this bound only matters when Close or the
@@ -79,7 +84,8 @@ const (
 	// LivenessInterval is how often a blocking read that finds no message
 	// tests whether the producer is still alive (docs/LAYOUT.md, "Producer
 	// liveness"; the Rust reader's LIVENESS_INTERVAL). An idle read returns
-	// ErrProducerGone within about this long of the producer's death (plus
+	// ErrProducerGone (a Messages loop ends) within about this long of the
+	// producer's death (plus
 	// one sleep of the wait strategy, at most 1 ms unless WithPollInterval
 	// says more), once it has delivered everything published before it.
 	LivenessInterval = 100 * time.Millisecond
