@@ -53,7 +53,7 @@ mod subscriber;
 pub mod wait;
 
 pub use error::{Error, RecvError};
-pub use ring::StartAt;
+pub use ring::{ParseStartAtError, StartAt};
 pub use wait::WaitStrategy;
 
 #[cfg(not(loom))]

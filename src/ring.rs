@@ -14,6 +14,8 @@
 //! subscribers map the segment.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
 
 use crate::error::RecvError;
 use crate::layout::{self, offset, record_span, NO_LATEST, PAD};
@@ -39,7 +41,23 @@ const PREFETCH_DISTANCE: u64 = 1024;
 const PREFETCH_LINES: u64 = 24;
 
 /// Where a new subscriber starts reading.
+///
+/// Its [`Display`](fmt::Display) and [`FromStr`] forms are the names the `shmcast tail --from`
+/// flag and the Go reader accept: `beginning`, `oldest`, `newest` and `next`.
+///
+/// ```
+/// use shmcast::StartAt;
+///
+/// assert_eq!("newest".parse::<StartAt>(), Ok(StartAt::Newest));
+/// assert_eq!(StartAt::Beginning.to_string(), "beginning");
+/// let err = "latest".parse::<StartAt>().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "unknown start position \"latest\": expected beginning, oldest, newest or next"
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum StartAt {
     /// The first message ever published (sequence number 1). Messages already overwritten are
     /// reported as [`RecvError::Lagged`] on the first read, so every message published since the
@@ -52,6 +70,49 @@ pub enum StartAt {
     Newest,
     /// Only messages published after joining.
     Next,
+}
+
+impl StartAt {
+    /// Every start position, in the order of their documentation.
+    pub const ALL: &'static [StartAt] = &[
+        StartAt::Beginning,
+        StartAt::Oldest,
+        StartAt::Newest,
+        StartAt::Next,
+    ];
+
+    /// The name used by [`FromStr`], [`Display`](fmt::Display) and the `--from` flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartAt::Beginning => "beginning",
+            StartAt::Oldest => "oldest",
+            StartAt::Newest => "newest",
+            StartAt::Next => "next",
+        }
+    }
+}
+
+impl fmt::Display for StartAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`StartAt`] from an unknown name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown start position {0:?}: expected beginning, oldest, newest or next")]
+pub struct ParseStartAtError(String);
+
+impl FromStr for StartAt {
+    type Err = ParseStartAtError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StartAt::ALL
+            .iter()
+            .copied()
+            .find(|start| start.name() == s)
+            .ok_or_else(|| ParseStartAtError(s.to_owned()))
+    }
 }
 
 /// A view of a ring: header words and data words.

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
 use shmcast::{
     layout, pattern, Publisher, PublisherOptions, RecvError, StartAt, Subscriber, WaitStrategy,
 };
@@ -73,32 +74,13 @@ struct PublishArgs {
     keep: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum From {
-    Beginning,
-    Oldest,
-    Newest,
-    Next,
-}
-
-impl From {
-    fn start(self) -> StartAt {
-        match self {
-            From::Beginning => StartAt::Beginning,
-            From::Oldest => StartAt::Oldest,
-            From::Newest => StartAt::Newest,
-            From::Next => StartAt::Next,
-        }
-    }
-}
-
 #[derive(clap::Args)]
 struct TailArgs {
     /// Segment to read.
     name: String,
     /// Where to start.
-    #[arg(long, value_enum, default_value = "oldest")]
-    from: From,
+    #[arg(long, default_value = "oldest", value_parser = start_at())]
+    from: StartAt,
     /// Stop once received + lagged messages reach N.
     #[arg(long)]
     count: Option<u64>,
@@ -165,6 +147,12 @@ fn open(name: &str, start: StartAt) -> Result<Subscriber> {
     } else {
         Subscriber::open(name, start)?
     })
+}
+
+/// `--from`: a `StartAt` by its name, the names listed in `--help` and in usage errors.
+fn start_at() -> impl TypedValueParser<Value = StartAt> {
+    PossibleValuesParser::new(StartAt::ALL.iter().map(|start| start.name()))
+        .try_map(|name| name.parse::<StartAt>())
 }
 
 fn publish(args: PublishArgs) -> Result<()> {
@@ -240,7 +228,7 @@ struct Totals {
 }
 
 fn tail(args: TailArgs) -> Result<()> {
-    let mut subscriber = open(&args.name, args.from.start())?;
+    let mut subscriber = open(&args.name, args.from)?;
     subscriber.set_wait_strategy(args.wait);
     let mut buf = vec![0u8; subscriber.max_payload()];
     let stdout = io::stdout();

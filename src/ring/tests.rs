@@ -545,3 +545,15 @@ fn eviction_is_exact_and_intent_runs_at_most_a_stride_ahead() {
     }
     assert!(w.tail > 50 * cap, "the test should wrap many times");
 }
+
+#[test]
+fn start_names_round_trip() {
+    for &start in StartAt::ALL {
+        assert_eq!(start.to_string().parse::<StartAt>(), Ok(start));
+    }
+    let names: Vec<&str> = StartAt::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["beginning", "oldest", "newest", "next"]);
+    let err = "Oldest".parse::<StartAt>().unwrap_err();
+    assert!(err.to_string().contains("\"Oldest\""), "{err}");
+    assert_eq!(StartAt::default(), StartAt::Oldest);
+}
