@@ -72,7 +72,9 @@ impl PublisherOptions {
         self
     }
 
-    /// Creates the shared-memory segment `name` (`/name`, i.e. `/dev/shm/name` on Linux).
+    /// Creates the segment called `name`: a shared-memory segment for `/demo` or `demo` (the
+    /// file `/dev/shm/demo` on Linux), a file for a name with a '/' after its first character
+    /// (`/run/app/seg`, `./seg`); see [`Subscriber::open`] for the rule.
     ///
     /// Creation is exclusive: a publisher never adopts a file it did not make, and holds a lock
     /// on the segment for as long as it lives (docs/LAYOUT.md, "Producer liveness"). If the name
@@ -82,8 +84,10 @@ impl PublisherOptions {
     ///   segment (unless [`Self::replace_stale`] is off, then [`Error::AlreadyExists`]);
     /// - by anything else (not a shmcast segment, or one whose creator died before finishing
     ///   it): [`Error::AlreadyExists`]; nothing is removed.
+    ///
+    /// [`Subscriber::open`]: crate::Subscriber::open
     pub fn create(&self, name: &str) -> Result<Publisher, Error> {
-        self.create_at(Location::shm(name)?)
+        self.create_at(Location::parse(name)?)
     }
 
     /// Creates a segment as a regular file at `path` (exclusive, like [`Self::create`]).
@@ -150,7 +154,8 @@ impl Publisher {
         PublisherOptions::new()
     }
 
-    /// Creates the shared-memory segment `name` with the default options.
+    /// Creates the segment called `name` (see [`PublisherOptions::create`]) with the default
+    /// options.
     pub fn create(name: &str) -> Result<Self, Error> {
         PublisherOptions::new().create(name)
     }

@@ -30,23 +30,30 @@ pub(crate) enum Location {
 }
 
 impl Location {
-    /// A validated shared-memory name. `demo` is accepted as `/demo`.
-    pub(crate) fn shm(name: &str) -> Result<Self, Error> {
+    /// Where a segment called `name` lives (docs/CLI.md, "Naming a segment"; the Go reader's
+    /// `SegmentPath` applies the same rule):
+    ///
+    /// - `/demo` (one leading slash and no other) or `demo` (no slash at all) is the
+    ///   shared-memory object `/demo`, the file `/dev/shm/demo` on Linux;
+    /// - a name with a '/' after its first character (`/run/app/seg`, `./seg`, `dir/seg`) is
+    ///   the path of a regular file.
+    ///
+    /// A name that is empty, contains a NUL byte, or is a shared-memory name that POSIX does not
+    /// allow (`/`, `.`, `..`, over 255 bytes) is [`Error::InvalidName`].
+    pub(crate) fn parse(name: &str) -> Result<Self, Error> {
         let invalid = |reason| Error::InvalidName {
             name: name.to_owned(),
             reason,
         };
+        if name.contains('\0') {
+            return Err(invalid("the name contains a NUL byte"));
+        }
         let bare = name.strip_prefix('/').unwrap_or(name);
+        if bare.contains('/') {
+            return Ok(Location::File(PathBuf::from(name)));
+        }
         if bare.is_empty() {
             return Err(invalid("the name is empty"));
-        }
-        if bare.contains('/') {
-            return Err(invalid(
-                "a shared-memory name has no '/' after the first character (use a file path instead)",
-            ));
-        }
-        if bare.contains('\0') {
-            return Err(invalid("the name contains a NUL byte"));
         }
         if bare == "." || bare == ".." {
             return Err(invalid("'.' and '..' are not segment names"));

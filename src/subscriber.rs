@@ -73,13 +73,19 @@ impl std::fmt::Debug for Subscriber {
 }
 
 impl Subscriber {
-    /// Opens the shared-memory segment `name` (`/name` or `name`) and starts reading at
-    /// `start`.
+    /// Opens the segment called `name` and starts reading at `start`.
+    ///
+    /// `/demo` (one leading slash and no other) or `demo` (no slash at all) is the
+    /// shared-memory segment `/demo` (the file `/dev/shm/demo` on Linux); a name with a '/'
+    /// after its first character (`/run/app/seg`, `./seg`, `dir/seg`) is the path of a segment
+    /// file, as for [`Self::open_path`]. The `shmcast` tool and the Go reader's `Open` read
+    /// names the same way. An empty name, one with a NUL byte, and a shared-memory name that
+    /// POSIX does not allow (`/`, `.`, `..`, longer than 255 bytes) are [`Error::InvalidName`].
     pub fn open(name: &str, start: StartAt) -> Result<Self, Error> {
-        Self::open_at(Location::shm(name)?, start)
+        Self::open_at(Location::parse(name)?, start)
     }
 
-    /// Opens the segment stored in the file at `path`.
+    /// Opens the segment stored in the file at `path` (whatever its name looks like).
     pub fn open_path(path: impl AsRef<Path>, start: StartAt) -> Result<Self, Error> {
         Self::open_at(Location::File(path.as_ref().to_path_buf()), start)
     }

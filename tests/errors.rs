@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{shm_path, unique_shm};
+use common::{shm_path, unique_shm, TempDir};
 use shmcast::{Error, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
 
 fn is_root() -> bool {
@@ -17,7 +17,7 @@ fn is_root() -> bool {
 
 #[test]
 fn invalid_names_are_refused() {
-    for name in ["", "/", "/a/b", "a\0b", "/..", &"x".repeat(300)] {
+    for name in ["", "/", "a\0b", "/dir/a\0b", "/..", "..", &"x".repeat(300)] {
         match Publisher::create(name) {
             Err(Error::InvalidName { name: n, reason }) => {
                 assert_eq!(n, name);
@@ -39,6 +39,38 @@ fn a_bare_name_means_the_same_segment_as_a_slashed_one() {
     publisher.publish(b"x").unwrap();
     let mut sub = Subscriber::open(name.trim_start_matches('/'), StartAt::Oldest).unwrap();
     assert_eq!(sub.try_recv(&mut Vec::new()), Ok(1));
+}
+
+/// docs/CLI.md, "Naming a segment": a '/' after the first character makes a name a file path,
+/// for the library as for the CLI and the Go reader.
+#[test]
+fn a_name_with_a_slash_after_its_first_character_is_a_file() {
+    let dir = TempDir::new("path-name");
+    let path = dir.join("seg");
+    let name = path.to_str().unwrap();
+    assert!(name.starts_with('/') && name[1..].contains('/'));
+    let mut publisher = Publisher::options().capacity(4096).create(name).unwrap();
+    assert_eq!(publisher.path(), path);
+    assert!(std::fs::metadata(&path).unwrap().is_file());
+    publisher.publish(b"by path").unwrap();
+
+    let mut buf = Vec::new();
+    let mut by_name = Subscriber::open(name, StartAt::Oldest).unwrap();
+    assert_eq!(by_name.path(), path);
+    assert_eq!(by_name.try_recv(&mut buf), Ok(1));
+    assert_eq!(buf, b"by path");
+    let mut by_path = Subscriber::open_path(&path, StartAt::Oldest).unwrap();
+    assert_eq!(by_path.try_recv(&mut buf), Ok(1));
+    // The same file is not also a shared-memory name.
+    assert!(!shm_path(&format!("/{}", path.file_name().unwrap().to_str().unwrap())).exists());
+
+    // Relative paths too: `dir/seg`, `./seg`.
+    for relative in ["no-such-dir-shmcast/seg", "./no-such-dir-shmcast/seg"] {
+        match Subscriber::open(relative, StartAt::Oldest) {
+            Err(Error::NotFound { path }) => assert_eq!(path, PathBuf::from(relative)),
+            other => panic!("{relative}: expected NotFound, got {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! (`go-client/cmd/shmcast-tail`) prints the same bytes with `--json` and `--verify`.
 
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -136,19 +135,6 @@ fn main() -> ExitCode {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// `docs/CLI.md`, "Naming a segment".
-fn is_path(name: &str) -> bool {
-    name.char_indices().any(|(i, c)| c == '/' && i > 0)
-}
-
-fn open(name: &str, start: StartAt) -> Result<Subscriber> {
-    Ok(if is_path(name) {
-        Subscriber::open_path(name, start)?
-    } else {
-        Subscriber::open(name, start)?
-    })
-}
-
 /// `--from`: a `StartAt` by its name, the names listed in `--help` and in usage errors.
 fn start_at() -> impl TypedValueParser<Value = StartAt> {
     PossibleValuesParser::new(StartAt::ALL.iter().map(|start| start.name()))
@@ -171,11 +157,8 @@ fn publish(args: PublishArgs) -> Result<()> {
         .capacity(args.capacity)
         .mode(args.mode)
         .unlink_on_drop(!args.keep);
-    let mut publisher = if is_path(&args.name) {
-        options.create_path(PathBuf::from(&args.name))?
-    } else {
-        options.create(&args.name)?
-    };
+    // `docs/CLI.md`, "Naming a segment": the library reads NAME by the same rule.
+    let mut publisher = options.create(&args.name)?;
     match args.count {
         Some(count) => publish_generated(&mut publisher, count, args.size, args.rate),
         None => publish_lines(&mut publisher),
@@ -228,7 +211,7 @@ struct Totals {
 }
 
 fn tail(args: TailArgs) -> Result<()> {
-    let mut subscriber = open(&args.name, args.from)?;
+    let mut subscriber = Subscriber::open(&args.name, args.from)?;
     subscriber.set_wait_strategy(args.wait);
     let mut buf = vec![0u8; subscriber.max_payload()];
     let stdout = io::stdout();
@@ -337,7 +320,7 @@ fn printable(payload: &[u8]) -> String {
 }
 
 fn inspect(args: InspectArgs) -> Result<()> {
-    let info = open(&args.name, StartAt::Beginning)?.info();
+    let info = Subscriber::open(&args.name, StartAt::Beginning)?.info();
     let mut out = io::stdout().lock();
     if args.json {
         let value = serde_json::json!({
