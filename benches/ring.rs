@@ -110,13 +110,13 @@ fn read(c: &mut Criterion) {
         });
 
         // The same through the blocking call, which finds every message waiting: the cost of
-        // `recv_into_until` over `try_recv_into` when no wait is needed.
+        // `recv_into` over `try_recv_into` when no wait is needed.
         let (mut publisher, mut subscriber) = segment("read-recv");
         subscriber.set_wait_strategy(shmcast::WaitStrategy::Spin);
         group.bench_with_input(BenchmarkId::new("recv", size), &size, |b, _| {
             b.iter_custom(|iters| {
                 time_reads(iters, batch, &mut publisher, &payload, || {
-                    let r = subscriber.recv_into_until(&mut buf, None).unwrap();
+                    let r = subscriber.recv_into(&mut buf).unwrap();
                     black_box(checksum(&buf[..r.len]));
                 })
             })

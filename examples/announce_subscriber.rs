@@ -7,10 +7,12 @@
 //! cargo run --example announce_subscriber                 # terminal 2
 //! ```
 //!
-//! Arguments: the segment name (default `/shmcast-announce`), `--count N` to stop after N
-//! announcements, and `--idle S` to stop once nothing arrived for S seconds (default 3, which
-//! is how this process notices that the publisher has finished). It waits up to 10 seconds
-//! for the segment to appear, and starts with the oldest announcement still in the ring.
+//! Arguments: the segment name (default `/shmcast-announce`; a path such as `/tmp/announce` for
+//! a segment file), `--count N` to stop after N announcements, and `--idle S` to stop once
+//! nothing arrived for S seconds (default: wait as long as the publisher runs). It waits up to
+//! 10 seconds for the segment to appear, starts with the oldest announcement still in the ring,
+//! and ends, with a summary and exit status 0, once the publisher has finished and every
+//! announcement it published was read (it notices within about 100 ms).
 
 use std::error::Error;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,21 +26,21 @@ use announcement::Announcement;
 struct Args {
     name: String,
     count: Option<u64>,
-    idle: Duration,
+    idle: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut args = Args {
         name: "/shmcast-announce".to_owned(),
         count: None,
-        idle: Duration::from_secs(3),
+        idle: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--count" => args.count = Some(value()?.parse()?),
-            "--idle" => args.idle = Duration::try_from_secs_f64(value()?.parse()?)?,
+            "--idle" => args.idle = Some(Duration::try_from_secs_f64(value()?.parse()?)?),
             flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}").into()),
             name => args.name = name.to_owned(),
         }
@@ -87,9 +89,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let limit = args.count.unwrap_or(u64::MAX);
     while received < limit {
         // The default wait strategy sleeps in the kernel until the publisher publishes: no CPU
-        // while idle. Waking once per `idle` period lets us notice a finished publisher.
-        let deadline = Some(Instant::now() + args.idle);
-        match subscriber.recv_pod_until::<Announcement>(deadline) {
+        // while idle. It also notices by itself when the publisher has exited.
+        let next = match args.idle {
+            Some(idle) => subscriber.recv_pod_timeout::<Announcement>(idle),
+            None => subscriber.recv_pod::<Announcement>(),
+        };
+        match next {
             Ok((seq, a)) => {
                 received += 1;
                 let age_us = now_ns().saturating_sub(a.timestamp_ns) / 1000;
@@ -108,10 +113,23 @@ fn main() -> Result<(), Box<dyn Error>> {
             Err(RecvError::SizeMismatch { seq, actual, .. }) => {
                 println!("seq {seq}: skipping a {actual}-byte message that is not an announcement");
             }
+            // The publisher has exited and we have read everything it published: the normal
+            // end. (`replaced`: a new publisher has created the segment again since.)
+            Err(RecvError::ProducerGone { replaced }) => {
+                println!(
+                    "the publisher has finished{}",
+                    if replaced {
+                        "; a new one has started: run again to follow it"
+                    } else {
+                        ""
+                    }
+                );
+                break;
+            }
             Err(RecvError::Timeout) => {
                 println!(
-                    "nothing for {:?}; the publisher seems to be done",
-                    args.idle
+                    "nothing for {:?}; the publisher seems to be stuck",
+                    args.idle.unwrap_or_default()
                 );
                 break;
             }

@@ -1,10 +1,11 @@
 //! Error types: [`Error`] for creating and opening segments and for publishing, [`RecvError`]
-//! for reading.
+//! for reading (it converts into [`Error`], so `?` works on both).
 
 use std::io;
 use std::path::PathBuf;
 
-/// Errors from creating, opening or publishing to a segment.
+/// Errors from creating, opening or publishing to a segment, and, through [`Error::Recv`], from
+/// reading it.
 ///
 /// Every variant names the segment (where there is one) and says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +134,30 @@ pub enum Error {
         /// Largest accepted size.
         max: usize,
     },
+    /// A read failed: the [`RecvError`] says why (its message is this error's message). This
+    /// lets `?` pass on the errors of opening and of reading alike, in a function that returns
+    /// `Result<_, shmcast::Error>`.
+    ///
+    /// ```
+    /// use shmcast::{Error, Publisher, RecvError, StartAt, Subscriber};
+    ///
+    /// fn first_message(name: &str) -> Result<Vec<u8>, Error> {
+    ///     let mut subscriber = Subscriber::open(name, StartAt::Beginning)?;
+    ///     let mut buf = Vec::new();
+    ///     subscriber.try_recv(&mut buf)?;
+    ///     Ok(buf)
+    /// }
+    ///
+    /// # fn main() -> Result<(), Error> {
+    /// let name = format!("/shmcast-doc-error-{}", std::process::id());
+    /// let mut publisher = Publisher::options().capacity(4096).create(&name)?;
+    /// assert!(matches!(first_message(&name), Err(Error::Recv(RecvError::Empty))));
+    /// publisher.publish(b"hi")?;
+    /// assert_eq!(first_message(&name)?, b"hi");
+    /// # Ok(()) }
+    /// ```
+    #[error(transparent)]
+    Recv(#[from] RecvError),
     /// Any other operating-system error.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

@@ -18,7 +18,7 @@
 //! protocol lives in the `ring` module, file handling in `segment`, waiting in `wait`.
 //!
 //! ```
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn main() -> Result<(), shmcast::Error> {
 //! use shmcast::{Publisher, StartAt, Subscriber};
 //!
 //! let name = format!("/shmcast-doc-{}", std::process::id());
@@ -61,4 +61,4 @@ pub use publisher::{Claim, Publisher, PublisherOptions, DEFAULT_CAPACITY, DEFAUL
 #[cfg(not(loom))]
 pub use segment::{remove_stale_segment, Removal};
 #[cfg(not(loom))]
-pub use subscriber::{MessageRef, Received, SegmentInfo, Subscriber};
+pub use subscriber::{MessageRef, Messages, Received, SegmentInfo, Subscriber};

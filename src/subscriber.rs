@@ -1,5 +1,7 @@
-//! The consumer side: [`Subscriber`], the zero-copy [`MessageRef`], and [`SegmentInfo`].
+//! The consumer side: [`Subscriber`], its [`Messages`] iterator, the zero-copy [`MessageRef`],
+//! and [`SegmentInfo`].
 
+use std::iter::FusedIterator;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,21 @@ pub struct Received {
 /// continues with the oldest message still intact. It never returns a message that was partly
 /// overwritten.
 ///
-/// The blocking calls ([`Self::recv`], [`Self::recv_timeout`], [`Self::recv_into_until`]) wait as
-/// the subscriber's [`WaitStrategy`] says; the default, [`WaitStrategy::Block`], sleeps in the
-/// kernel until the producer publishes. To register as sleeping, a subscriber needs write
+/// Messages are read in one of three forms, each with four calls:
+///
+/// | into | non-blocking | blocking | with a timeout | with a deadline |
+/// |---|---|---|---|---|
+/// | a `Vec<u8>` (resized) | [`try_recv`](Self::try_recv) | [`recv`](Self::recv) | [`recv_timeout`](Self::recv_timeout) | [`recv_deadline`](Self::recv_deadline) |
+/// | a `&mut [u8]` | [`try_recv_into`](Self::try_recv_into) | [`recv_into`](Self::recv_into) | [`recv_into_timeout`](Self::recv_into_timeout) | [`recv_into_deadline`](Self::recv_into_deadline) |
+/// | a [`Pod`] value | [`try_recv_pod`](Self::try_recv_pod) | [`recv_pod`](Self::recv_pod) | [`recv_pod_timeout`](Self::recv_pod_timeout) | [`recv_pod_deadline`](Self::recv_pod_deadline) |
+///
+/// besides [`try_read`](Self::try_read), which inspects a message in place, and
+/// [`messages`](Self::messages), an iterator that ends when the producer is gone.
+///
+/// The blocking calls wait as the subscriber's [`WaitStrategy`] says; the default,
+/// [`WaitStrategy::Block`], sleeps in the kernel until the producer publishes. They return
+/// [`RecvError::ProducerGone`] once the producer has exited (or was killed) and everything it
+/// published was read. To register as sleeping, a subscriber needs write
 /// access to the segment file, and then maps only the subscriber page (docs/LAYOUT.md) writable.
 /// Without it ([`Self::can_park`] is `false`) it still reads everything, and notices new
 /// messages within about 1 ms while idle.
@@ -107,23 +121,130 @@ impl Subscriber {
         })
     }
 
+    /// Copies the next message into `buf` (resized to the message's length) without blocking
+    /// and returns its sequence number. Reusing the same `Vec` allocates only when a message is
+    /// longer than any before it.
+    ///
+    /// Returns [`RecvError::Empty`] if there is none yet and [`RecvError::Lagged`] if messages
+    /// were lost (read again to continue).
+    #[inline]
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
+        self.mapping.ring().read_to_vec(&mut self.state, buf)
+    }
+
+    /// Like [`Self::try_recv`], but waits for a message as the [`WaitStrategy`] says. Never
+    /// returns [`RecvError::Empty`]; returns [`RecvError::ProducerGone`] once the producer has
+    /// exited and everything it published was read.
+    #[inline]
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
+        self.wait_for(None, |ring, st| ring.read_to_vec(st, buf))
+    }
+
+    /// Like [`Self::recv`], but gives up with [`RecvError::Timeout`] after `timeout`.
+    #[inline]
+    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RecvError> {
+        self.wait_for(deadline_after(timeout), |ring, st| {
+            ring.read_to_vec(st, buf)
+        })
+    }
+
+    /// Like [`Self::recv`], but gives up with [`RecvError::Timeout`] at `deadline`. One deadline
+    /// can bound a whole batch of reads:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::{Duration, Instant};
+    /// use shmcast::{Publisher, RecvError, StartAt, Subscriber};
+    ///
+    /// let name = format!("/shmcast-doc-deadline-{}", std::process::id());
+    /// let mut publisher = Publisher::options().capacity(4096).create(&name)?;
+    /// let mut subscriber = Subscriber::open(&name, StartAt::Next)?;
+    /// publisher.publish(b"one")?;
+    /// publisher.publish(b"two")?;
+    ///
+    /// let deadline = Instant::now() + Duration::from_millis(50);
+    /// let mut batch = Vec::new();
+    /// let mut buf = Vec::new();
+    /// loop {
+    ///     match subscriber.recv_deadline(&mut buf, deadline) {
+    ///         Ok(_) => batch.push(buf.clone()),
+    ///         Err(RecvError::Timeout) => break,
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// assert_eq!(batch, [b"one", b"two"]);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn recv_deadline(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<u64, RecvError> {
+        self.wait_for(Some(deadline), |ring, st| ring.read_to_vec(st, buf))
+    }
+
     /// Copies the next message into `buf` without blocking.
     ///
     /// Returns [`RecvError::Empty`] if there is none yet, [`RecvError::Lagged`] if messages
     /// were lost (read again to continue), and [`RecvError::BufferTooSmall`] (the message stays
-    /// unread) if `buf` is shorter than the message.
+    /// unread) if `buf` is shorter than the message. A buffer of [`Self::max_payload`] bytes
+    /// holds any message.
     #[inline]
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Received, RecvError> {
-        let (seq, len) = self.mapping.ring().read_into(&mut self.state, buf)?;
-        Ok(Received { seq, len })
+        read_into(self.mapping.ring(), &mut self.state, buf)
     }
 
-    /// Copies the next message into `buf` (resized to the message's length) without blocking
-    /// and returns its sequence number. Reusing the same `Vec` allocates only when a message is
-    /// longer than any before it.
+    /// Like [`Self::try_recv_into`], but waits for a message as the [`WaitStrategy`] says.
+    /// Never returns [`RecvError::Empty`]; returns [`RecvError::ProducerGone`] once the
+    /// producer has exited and everything it published was read.
     #[inline]
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
-        self.mapping.ring().read_to_vec(&mut self.state, buf)
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<Received, RecvError> {
+        self.wait_for(None, |ring, st| read_into(ring, st, buf))
+    }
+
+    /// Like [`Self::recv_into`], but gives up with [`RecvError::Timeout`] after `timeout`.
+    #[inline]
+    pub fn recv_into_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Received, RecvError> {
+        self.wait_for(deadline_after(timeout), |ring, st| read_into(ring, st, buf))
+    }
+
+    /// Like [`Self::recv_into`], but gives up with [`RecvError::Timeout`] at `deadline`.
+    #[inline]
+    pub fn recv_into_deadline(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> Result<Received, RecvError> {
+        self.wait_for(Some(deadline), |ring, st| read_into(ring, st, buf))
+    }
+
+    /// Reads the next message as a plain-old-data value without blocking. A message whose size
+    /// is not `size_of::<T>()` is consumed and reported as [`RecvError::SizeMismatch`].
+    /// Otherwise as [`Self::try_recv`].
+    pub fn try_recv_pod<T: Pod>(&mut self) -> Result<(u64, T), RecvError> {
+        read_pod(self.mapping.ring(), &mut self.state)
+    }
+
+    /// Like [`Self::try_recv_pod`], but waits for a message as the [`WaitStrategy`] says.
+    /// Never returns [`RecvError::Empty`]; returns [`RecvError::ProducerGone`] once the
+    /// producer has exited and everything it published was read.
+    pub fn recv_pod<T: Pod>(&mut self) -> Result<(u64, T), RecvError> {
+        self.wait_for(None, read_pod)
+    }
+
+    /// Like [`Self::recv_pod`], but gives up with [`RecvError::Timeout`] after `timeout`.
+    pub fn recv_pod_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<(u64, T), RecvError> {
+        self.wait_for(deadline_after(timeout), read_pod)
+    }
+
+    /// Like [`Self::recv_pod`], but gives up with [`RecvError::Timeout`] at `deadline`.
+    pub fn recv_pod_deadline<T: Pod>(&mut self, deadline: Instant) -> Result<(u64, T), RecvError> {
+        self.wait_for(Some(deadline), read_pod)
     }
 
     /// Inspects the next message in place, without copying it, and returns its sequence number
@@ -147,46 +268,49 @@ impl Subscriber {
         Ok((candidate.seq(), result))
     }
 
-    /// Reads the next message as a plain-old-data value without blocking. A message whose size
-    /// is not `size_of::<T>()` is consumed and reported as [`RecvError::SizeMismatch`].
-    pub fn try_recv_pod<T: Pod>(&mut self) -> Result<(u64, T), RecvError> {
-        read_pod(self.mapping.ring(), &mut self.state)
-    }
-
-    /// Like [`Self::try_recv_pod`], but waits until `deadline` (or for ever with `None`) as
-    /// the [`WaitStrategy`] says.
-    pub fn recv_pod_until<T: Pod>(
-        &mut self,
-        deadline: Option<Instant>,
-    ) -> Result<(u64, T), RecvError> {
-        self.wait_for(deadline, read_pod)
-    }
-
-    /// Like [`Self::try_recv`], but waits for a message as the [`WaitStrategy`] says. Never
-    /// returns [`RecvError::Empty`].
-    #[inline]
-    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
-        self.wait_for(None, |ring, st| ring.read_to_vec(st, buf))
-    }
-
-    /// Like [`Self::recv`], but gives up with [`RecvError::Timeout`] after `timeout`.
-    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RecvError> {
-        self.wait_for(Some(Instant::now() + timeout), |ring, st| {
-            ring.read_to_vec(st, buf)
-        })
-    }
-
-    /// Like [`Self::try_recv_into`], but waits until `deadline` (or for ever with `None`).
-    #[inline]
-    pub fn recv_into_until(
-        &mut self,
-        buf: &mut [u8],
-        deadline: Option<Instant>,
-    ) -> Result<Received, RecvError> {
-        self.wait_for(deadline, |ring, st| {
-            let (seq, len) = ring.read_into(st, buf)?;
-            Ok(Received { seq, len })
-        })
+    /// The messages from here on, as an iterator of `(seq, payload)`: each item is read with
+    /// [`Self::recv`], so it waits as the [`WaitStrategy`] says, and each payload is a new
+    /// `Vec` (use the `recv` calls with one reused buffer to avoid an allocation per message).
+    ///
+    /// - [`RecvError::Lagged`] is an `Err` item; iteration continues with the oldest message
+    ///   still retained.
+    /// - [`RecvError::ProducerGone`] ends the iteration (`None`): the producer has exited and
+    ///   everything it published was delivered, the normal end of a stream. To tell whether a
+    ///   new producer has taken the name over, call [`Self::recv`] afterwards: it returns
+    ///   `ProducerGone { replaced }` again (within about [`wait::LIVENESS_INTERVAL`]), and
+    ///   `replaced` says whether to open the name again.
+    /// - Any other error (a corrupt segment) is the last item.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shmcast::{Publisher, RecvError, StartAt, Subscriber};
+    ///
+    /// let name = format!("/shmcast-doc-messages-{}", std::process::id());
+    /// let mut publisher = Publisher::options().capacity(4096).create(&name)?;
+    /// let mut subscriber = Subscriber::open(&name, StartAt::Beginning)?;
+    /// for word in ["alpha", "beta", "gamma"] {
+    ///     publisher.publish(word.as_bytes())?;
+    /// }
+    /// drop(publisher); // the producer is done: the stream ends after its last message
+    ///
+    /// let mut words = Vec::new();
+    /// for message in subscriber.messages() {
+    ///     let (_seq, payload) = message?;
+    ///     words.push(String::from_utf8(payload)?);
+    /// }
+    /// assert_eq!(words, ["alpha", "beta", "gamma"]);
+    /// // Removed, not replaced by a new producer's segment.
+    /// assert_eq!(
+    ///     subscriber.recv(&mut Vec::new()),
+    ///     Err(RecvError::ProducerGone { replaced: false })
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn messages(&mut self) -> Messages<'_> {
+        Messages {
+            subscriber: self,
+            ended: false,
+        }
     }
 
     #[inline]
@@ -313,6 +437,22 @@ fn segment_problem(mapping: &Mapping, location: &Location) -> Option<RecvError> 
     Some(RecvError::ProducerGone { replaced })
 }
 
+/// The deadline `timeout` from now; `None` (no deadline) if that is too far to represent.
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Copies the next message into `buf`; see [`Subscriber::try_recv_into`].
+#[inline]
+fn read_into(
+    ring: Ring<'_>,
+    state: &mut ReaderState,
+    buf: &mut [u8],
+) -> Result<Received, RecvError> {
+    let (seq, len) = ring.read_into(state, buf)?;
+    Ok(Received { seq, len })
+}
+
 /// Reads the next message as a `T`; see [`Subscriber::try_recv_pod`].
 fn read_pod<T: Pod>(ring: Ring<'_>, state: &mut ReaderState) -> Result<(u64, T), RecvError> {
     let candidate = ring.peek(state)?;
@@ -366,6 +506,40 @@ pub struct SegmentInfo {
     /// Position of the newest message, if any.
     pub latest: Option<u64>,
 }
+
+/// The messages of a [`Subscriber`], read one by one with [`Subscriber::recv`]: see
+/// [`Subscriber::messages`]. Items are `(seq, payload)` or a [`RecvError::Lagged`]; the
+/// iterator ends when the producer is gone and everything it published was delivered.
+#[derive(Debug)]
+pub struct Messages<'a> {
+    subscriber: &'a mut Subscriber,
+    ended: bool,
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Result<(u64, Vec<u8>), RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        let mut buf = Vec::new();
+        match self.subscriber.recv(&mut buf) {
+            Ok(seq) => Some(Ok((seq, buf))),
+            Err(lagged @ RecvError::Lagged { .. }) => Some(Err(lagged)),
+            Err(RecvError::ProducerGone { .. }) => {
+                self.ended = true;
+                None
+            }
+            Err(e) => {
+                self.ended = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl FusedIterator for Messages<'_> {}
 
 /// A message inspected in place by [`Subscriber::try_read`].
 ///

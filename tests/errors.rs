@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{shm_path, unique_shm, TempDir};
+use common::{shm_name, shm_path, unique_shm, TempDir};
 use shmcast::{Error, Publisher, PublisherOptions, RecvError, StartAt, Subscriber};
 
 fn is_root() -> bool {
@@ -293,4 +293,64 @@ fn read_errors() {
         Err(RecvError::Timeout)
     );
     assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+/// The blocking reads, in each of their forms: each delivers what is there, and times out at
+/// its timeout or deadline when nothing comes.
+#[test]
+fn every_blocking_read_delivers_and_times_out() {
+    let (name, _cleanup) = shm_name("blocking");
+    let mut publisher = Publisher::options().capacity(4096).create(&name).unwrap();
+    let mut sub = Subscriber::open(&name, StartAt::Beginning).unwrap();
+    let wait = Duration::from_millis(20);
+    for i in 1..=9u64 {
+        publisher.publish_pod(&i).unwrap();
+    }
+    let (mut vec, mut buf) = (Vec::new(), [0u8; 8]);
+    let into =
+        |r: shmcast::Received, buf: &[u8]| (r.seq, u64::from_le_bytes(buf.try_into().unwrap()));
+    assert_eq!(sub.recv(&mut vec), Ok(1));
+    assert_eq!(sub.recv_timeout(&mut vec, wait), Ok(2));
+    assert_eq!(sub.recv_deadline(&mut vec, Instant::now() + wait), Ok(3));
+    assert_eq!(vec, 3u64.to_le_bytes());
+    assert_eq!(sub.recv_into(&mut buf).map(|r| into(r, &buf)), Ok((4, 4)));
+    assert_eq!(
+        sub.recv_into_timeout(&mut buf, wait).map(|r| into(r, &buf)),
+        Ok((5, 5))
+    );
+    assert_eq!(
+        sub.recv_into_deadline(&mut buf, Instant::now() + wait)
+            .map(|r| into(r, &buf)),
+        Ok((6, 6))
+    );
+    assert_eq!(sub.recv_pod::<u64>(), Ok((7, 7)));
+    assert_eq!(sub.recv_pod_timeout::<u64>(wait), Ok((8, 8)));
+    assert_eq!(
+        sub.recv_pod_deadline::<u64>(Instant::now() + wait),
+        Ok((9, 9))
+    );
+
+    let started = Instant::now();
+    let past = started - Duration::from_millis(1);
+    assert_eq!(sub.recv_timeout(&mut vec, wait), Err(RecvError::Timeout));
+    assert_eq!(sub.recv_deadline(&mut vec, past), Err(RecvError::Timeout));
+    assert_eq!(
+        sub.recv_into_timeout(&mut buf, wait),
+        Err(RecvError::Timeout)
+    );
+    assert_eq!(
+        sub.recv_into_deadline(&mut buf, past),
+        Err(RecvError::Timeout)
+    );
+    assert_eq!(sub.recv_pod_timeout::<u64>(wait), Err(RecvError::Timeout));
+    assert_eq!(sub.recv_pod_deadline::<u64>(past), Err(RecvError::Timeout));
+    assert!(started.elapsed() >= 3 * wait);
+    // A timeout too long to be a deadline means no deadline: the message is still received.
+    publisher.publish_pod(&10u64).unwrap();
+    assert_eq!(sub.recv_pod_timeout::<u64>(Duration::MAX), Ok((10, 10)));
+
+    // Reading errors convert into `Error`, so `?` takes both.
+    let err = shmcast::Error::from(RecvError::Timeout);
+    assert!(matches!(err, Error::Recv(RecvError::Timeout)), "{err:?}");
+    assert_eq!(err.to_string(), RecvError::Timeout.to_string());
 }

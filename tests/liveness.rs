@@ -164,3 +164,81 @@ fn a_read_lock_taken_by_a_reader_does_not_fake_a_live_producer() {
         .unwrap()
         .producer_alive());
 }
+
+/// `Subscriber::messages` ends (`None`) when the producer is gone and everything it published
+/// was delivered, as the end of a stream; lags are items and iteration goes on past them.
+#[test]
+fn the_message_iterator_ends_when_the_producer_is_gone() {
+    const N: u32 = 200;
+    let (name, _cleanup) = shm_name("messages");
+    let mut publisher = Publisher::options()
+        .capacity(1 << 16)
+        .create(&name)
+        .unwrap();
+    let mut reader = Subscriber::open(&name, StartAt::Beginning).unwrap();
+    let producer = std::thread::spawn(move || {
+        for i in 1..=N {
+            publisher.publish(&i.to_le_bytes()).unwrap();
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(20)); // the reader waits meanwhile
+            }
+        }
+        // Dropping it ends the stream (and removes the name: gone, not replaced).
+    });
+    let mut expected = 1u32;
+    for message in reader.messages() {
+        let (seq, payload) = message.unwrap();
+        assert_eq!(
+            (seq, payload),
+            (u64::from(expected), expected.to_le_bytes().to_vec())
+        );
+        expected += 1;
+    }
+    assert_eq!(expected, N + 1, "every message, then the end");
+    producer.join().unwrap();
+    // A read afterwards says why the stream ended.
+    assert_eq!(
+        reader.recv(&mut Vec::new()),
+        Err(RecvError::ProducerGone { replaced: false })
+    );
+    // And a second iteration ends at once.
+    assert_eq!(reader.messages().count(), 0);
+}
+
+#[test]
+fn the_message_iterator_yields_lags_and_goes_on() {
+    let (name, _cleanup) = shm_name("messages-lag");
+    let mut old = Publisher::options()
+        .capacity(4096)
+        .unlink_on_drop(false)
+        .create(&name)
+        .unwrap();
+    let mut reader = Subscriber::open(&name, StartAt::Beginning).unwrap();
+    for i in 1..=1000u32 {
+        old.publish(&i.to_le_bytes()).unwrap();
+    }
+    drop(old);
+    // A new producer takes the name over; the old reader still reads the old stream.
+    let _new = Publisher::options().capacity(4096).create(&name).unwrap();
+    let (mut received, mut missed, mut lags) = (0u64, 0u64, 0);
+    for message in reader.messages() {
+        match message {
+            Ok((seq, payload)) => {
+                assert_eq!(payload, (seq as u32).to_le_bytes());
+                received += 1;
+            }
+            Err(RecvError::Lagged { missed: n }) => {
+                missed += n;
+                lags += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(lags, 1, "a 4 KiB ring cannot hold 1000 messages");
+    assert_eq!(received + missed, 1000);
+    assert!(received > 0);
+    assert_eq!(
+        reader.recv(&mut Vec::new()),
+        Err(RecvError::ProducerGone { replaced: true })
+    );
+}

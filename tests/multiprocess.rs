@@ -422,7 +422,7 @@ enum Reader {
     Blocking,
     /// `try_recv`, but stalls until it is certainly lapped every 2000 messages and naps often.
     Slow,
-    /// `recv_into_until` with the default `WaitStrategy::Block`: parks whenever it is idle.
+    /// `recv_into_deadline` with the default `WaitStrategy::Block`: parks whenever it is idle.
     Parked,
     /// Like `Parked`, without a message count: reads until the producer is gone.
     UntilGone,
@@ -472,7 +472,7 @@ fn consumer(reader: Reader) {
                 .map(|seq| (seq, &vec[..])),
             Reader::Slow => subscriber.try_recv(&mut vec).map(|seq| (seq, &vec[..])),
             Reader::Parked | Reader::UntilGone => subscriber
-                .recv_into_until(&mut buf, Some(deadline))
+                .recv_into_deadline(&mut buf, deadline)
                 .map(|r| (r.seq, &buf[..r.len])),
         };
         if let (Reader::UntilGone, Err(RecvError::ProducerGone { replaced })) = (reader, &outcome) {

@@ -81,7 +81,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Option<Vec<Part>>,
     /// How the Rust shm readers wait: spin, yield, backoff or block, in the library's
-    /// `recv_into_until` [default: the harness's own busy-poll of `try_recv_into` for the
+    /// `recv_into_deadline` [default: the harness's own busy-poll of `try_recv_into` for the
     /// latency, timestamp, throughput and producer parts; block for the wake part].
     #[arg(long, value_name = "STRATEGY")]
     wait: Option<WaitStrategy>,

@@ -228,8 +228,10 @@ fn tail(args: TailArgs) -> Result<()> {
             Err(RecvError::Empty) => {
                 // Show what we have before waiting.
                 out.flush()?;
-                let deadline = args.timeout.map(|t| Instant::now() + t);
-                subscriber.recv_into_until(&mut buf, deadline)
+                match args.timeout {
+                    Some(timeout) => subscriber.recv_into_timeout(&mut buf, timeout),
+                    None => subscriber.recv_into(&mut buf),
+                }
             }
             other => other,
         };

@@ -274,7 +274,7 @@ fn wait_flag_reaches_the_shm_readers() {
     for v in shm {
         assert_eq!(text(v, "wait"), "backoff", "{v}");
         if v["metric"] != "wake_latency" {
-            assert_eq!(text(v, "recv"), "recv_into_until", "{v}");
+            assert_eq!(text(v, "recv"), "recv_into_deadline", "{v}");
         }
     }
     // Sockets are not affected.

@@ -1,5 +1,5 @@
 //! The CPU an idle subscriber costs: a Rust subscriber process waits in
-//! `Subscriber::recv_into_until` with one [`WaitStrategy`] on a segment where nothing is
+//! `Subscriber::recv_into_deadline` with one [`WaitStrategy`] on a segment where nothing is
 //! published, for a fixed interval, and reports the CPU time it used meanwhile.
 //!
 //! The subscriber measures itself: `getrusage(RUSAGE_SELF)` (user + system time, and context
@@ -98,7 +98,7 @@ pub fn peer(args: &PeerArgs) -> Result<()> {
     say("ready")?;
     let (cpu0, switches0) = usage()?;
     let start = Instant::now();
-    let result = sub.recv_into_until(&mut buf, Some(start + interval));
+    let result = sub.recv_into_deadline(&mut buf, start + interval);
     let elapsed = start.elapsed();
     let (cpu1, switches1) = usage()?;
     match result {

@@ -40,12 +40,12 @@ impl Method {
 }
 
 /// The `"recv"` value of rows whose shm reader waited in its library's blocking call: the Rust
-/// `Subscriber::recv_into_until`, or the Go reader's `Reader.Read`.
+/// `Subscriber::recv_into_deadline`, or the Go reader's `Reader.Read`.
 fn recv_call(reader: Option<&str>) -> &'static str {
     if reader == Some("go") {
         "Read"
     } else {
-        "recv_into_until"
+        "recv_into_deadline"
     }
 }
 
@@ -96,7 +96,7 @@ pub struct LatencyRow {
     pub reader: Option<&'static str>,
     pub wait: Option<&'static str>,
     /// The shm reader waited in its library's blocking call (`--wait`: Rust
-    /// `recv_into_until`, Go `Read`), not in a busy-poll of the non-blocking read.
+    /// `recv_into_deadline`, Go `Read`), not in a busy-poll of the non-blocking read.
     pub recv_call: bool,
     pub summary: Summary,
     /// Messages the reader missed (timestamp method).

@@ -184,7 +184,7 @@ const BLOCKING_SLICE: Duration = Duration::from_millis(100);
 
 /// How a Rust shm reader of the harness (or of a peer) waits for its next message: busy-polling
 /// `try_recv_into` back to back (the default), or, with `--wait`, the library's blocking
-/// `recv_into_until` with the subscriber's [`WaitStrategy`], in slices of at most
+/// `recv_into_deadline` with the subscriber's [`WaitStrategy`], in slices of at most
 /// [`BLOCKING_SLICE`] so that the run's deadline and an interruption are noticed.
 pub struct Waiter {
     blocking: bool,
@@ -246,7 +246,7 @@ impl Waiter {
             self.slice_end = Instant::now() + BLOCKING_SLICE;
         }
         loop {
-            match sub.recv_into_until(buf, Some(self.slice_end)) {
+            match sub.recv_into_deadline(buf, self.slice_end) {
                 Ok(r) => return Ok(Ok(r)),
                 Err(RecvError::Timeout) => {
                     self.spin.check()?;
@@ -520,7 +520,7 @@ pub struct WakeSamples {
 /// stamped 0 and not measured), the harness publishes `samples` messages, each after a pause
 /// taken from `gaps` (long enough for the reader to have parked), each carrying the
 /// `CLOCK_REALTIME` nanoseconds read just before `publish`. The reader (a Rust peer waiting in
-/// `recv_into_until` with `wait`) records its `CLOCK_REALTIME` at receipt minus the stamp.
+/// `recv_into_deadline` with `wait`) records its `CLOCK_REALTIME` at receipt minus the stamp.
 pub fn wake(
     ctx: &Ctx,
     size: usize,
