@@ -21,6 +21,8 @@ pub struct PublisherOptions {
     mode: u32,
     unlink_on_drop: bool,
     replace_stale: bool,
+    membarrier: bool,
+    write_prefetch: bool,
 }
 
 impl Default for PublisherOptions {
@@ -30,12 +32,15 @@ impl Default for PublisherOptions {
             mode: DEFAULT_MODE,
             unlink_on_drop: true,
             replace_stale: true,
+            membarrier: true,
+            write_prefetch: true,
         }
     }
 }
 
 impl PublisherOptions {
-    /// Capacity 1 MiB, mode `0o600`, segment removed when the publisher is dropped.
+    /// Capacity 1 MiB, mode `0o600`, segment removed when the publisher is dropped, a dead
+    /// producer's segment replaced, `membarrier` and the write prefetch used where available.
     pub fn new() -> Self {
         Self::default()
     }
@@ -72,6 +77,31 @@ impl PublisherOptions {
         self
     }
 
+    /// Whether the publisher registers for `membarrier(2)` where the kernel allows it (default
+    /// `true`). Registered, it publishes without a full memory fence, and a subscriber about to
+    /// sleep calls `membarrier` instead (a few microseconds per sleep rather than a fence per
+    /// publish; docs/LAYOUT.md, "Waiting and waking"). With `false`, or where the kernel (or a
+    /// seccomp filter) refuses the call, every publish fences; subscribers are woken either way.
+    ///
+    /// The environment variable `SHMCAST_NO_MEMBARRIER`, set in the producer's process, turns
+    /// it off too, without recompiling: off wins, whichever of the two says so.
+    pub fn membarrier(mut self, enabled: bool) -> Self {
+        self.membarrier = enabled;
+        self
+    }
+
+    /// Whether publishing prefetches the ring's next cache lines for writing (`PREFETCHW`,
+    /// on x86-64 CPUs that have it; default `true`), so the stores that fill them need not wait
+    /// for subscribers' cores to give them up. It only changes speed (docs/BENCHMARKS.md), never
+    /// what is published.
+    ///
+    /// The environment variable `SHMCAST_NO_PREFETCH`, set in the producer's process, turns it
+    /// off too, without recompiling: off wins, whichever of the two says so.
+    pub fn write_prefetch(mut self, enabled: bool) -> Self {
+        self.write_prefetch = enabled;
+        self
+    }
+
     /// Creates the segment called `name`: a shared-memory segment for `/demo` or `demo` (the
     /// file `/dev/shm/demo` on Linux), a file for a name with a '/' after its first character
     /// (`/run/app/seg`, `./seg`); see [`Subscriber::open`] for the rule.
@@ -96,11 +126,22 @@ impl PublisherOptions {
     }
 
     fn create_at(&self, location: Location) -> Result<Publisher, Error> {
-        let mapping = segment::create(&location, self.capacity, self.mode, self.replace_stale)?;
+        let mapping = segment::create(
+            &location,
+            self.capacity,
+            self.mode,
+            self.replace_stale,
+            self.membarrier,
+        )?;
         let max_payload = mapping.ring().max_payload() as usize;
+        let state = if self.write_prefetch {
+            WriterState::new()
+        } else {
+            WriterState::new().without_prefetch()
+        };
         Ok(Publisher {
             mapping,
-            state: WriterState::new(),
+            state,
             location,
             unlink_on_drop: self.unlink_on_drop,
             max_payload,

@@ -158,6 +158,13 @@ impl WriterState {
         }
     }
 
+    /// The same without the write prefetch, whatever the CPU offers
+    /// (`PublisherOptions::write_prefetch`).
+    pub(crate) fn without_prefetch(mut self) -> Self {
+        self.prefetch = None;
+        self
+    }
+
     /// The sequence number the next message will get.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq

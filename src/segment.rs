@@ -281,11 +281,14 @@ impl Drop for UnlinkGuard<'_> {
 /// Creates a new segment exclusively, takes the producer lock, allocates all of its pages, and
 /// writes its header. If the name is taken by a segment whose producer died and
 /// `replace_stale` is set, that segment is removed first (docs/LAYOUT.md, "Producer liveness").
+/// `membarrier`: whether to register for `membarrier(2)` where the kernel allows it (else
+/// every publish fences; `PublisherOptions::membarrier`).
 pub(crate) fn create(
     location: &Location,
     capacity: u64,
     mode: u32,
     replace_stale: bool,
+    membarrier: bool,
 ) -> Result<Mapping, Error> {
     let path = location.path();
     if let Some(reason) = layout::capacity_problem(capacity) {
@@ -295,7 +298,7 @@ pub(crate) fn create(
     // creates the new file first wins, the others then find a live producer.
     for _ in 0..3 {
         match location.open_file(true, Some(mode)) {
-            Ok(file) => return create_new(location, file, capacity, mode),
+            Ok(file) => return create_new(location, file, capacity, mode, membarrier),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match existing_producer(location)? {
                     Existing::Alive { pid } => return Err(Error::ProducerAlive { path, pid }),
@@ -505,7 +508,13 @@ fn remove_if_stale(
 }
 
 /// Sets up a file that was just created exclusively.
-fn create_new(location: &Location, file: File, capacity: u64, mode: u32) -> Result<Mapping, Error> {
+fn create_new(
+    location: &Location,
+    file: File,
+    capacity: u64,
+    mode: u32,
+    membarrier: bool,
+) -> Result<Mapping, Error> {
     let path = location.path();
     let total = DATA_OFFSET + capacity;
     let mut guard = UnlinkGuard(Some(location));
@@ -535,7 +544,7 @@ fn create_new(location: &Location, file: File, capacity: u64, mode: u32) -> Resu
         .map_err(|e| Error::from_io("map", path.clone(), e))?;
     // Registered before `magic`: once a reader can see `wake_barrier = membarrier`, its
     // membarrier calls reach this process.
-    let barrier = if sync::membarrier_register() {
+    let barrier = if membarrier && sync::membarrier_register() {
         Barrier::Membarrier
     } else {
         Barrier::Fence

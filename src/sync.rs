@@ -39,11 +39,12 @@ pub(crate) fn membarrier_available() -> bool {
 
 /// Registers this process as a target of `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: from now on a
 /// reader's `membarrier` call runs a full memory barrier on every CPU running one of our
-/// threads. `false` if the kernel (or a seccomp filter) refuses.
+/// threads. `false` if the kernel (or a seccomp filter) refuses, or `SHMCAST_NO_MEMBARRIER` is
+/// set. (`PublisherOptions::membarrier(false)` does not call this at all.)
 pub(crate) fn membarrier_register() -> bool {
     #[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
     {
-        // Lets tests and unusual deployments exercise the fence fallback.
+        // Lets tests and unusual deployments choose the fence fallback without recompiling.
         if std::env::var_os("SHMCAST_NO_MEMBARRIER").is_some() {
             return false;
         }
@@ -65,6 +66,7 @@ pub(crate) fn membarrier_global() -> bool {
 /// Proof that this CPU has `PREFETCHW` (prefetch a cache line for writing), checked once per
 /// producer; only a holder can issue the instruction. `None` without it, under loom and Miri,
 /// and when `SHMCAST_NO_PREFETCH` is set (so one binary can be measured with and without).
+/// `PublisherOptions::write_prefetch(false)` drops it as well.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WritePrefetch(());
 

@@ -3,8 +3,10 @@
 //!
 //! Where the kernel allows it, a producer registers for `membarrier(2)` and publishes without
 //! a memory fence; a subscriber about to sleep then calls `membarrier` instead (a few
-//! microseconds per sleep rather than a fence per publish). Setting the environment variable
-//! `SHMCAST_NO_MEMBARRIER` in the producer's process makes it fence on every publish instead.
+//! microseconds per sleep rather than a fence per publish). A producer created with
+//! [`PublisherOptions::membarrier(false)`](crate::PublisherOptions::membarrier), or in a process
+//! where the environment variable `SHMCAST_NO_MEMBARRIER` is set, fences on every publish
+//! instead.
 
 use std::fmt;
 use std::str::FromStr;
