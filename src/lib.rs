@@ -15,7 +15,8 @@
 //!   publish; while nobody sleeps, publishing makes no system call.
 //!
 //! The byte layout and the publish/read algorithms are specified in `docs/LAYOUT.md`; the
-//! protocol lives in the `ring` module, file handling in `segment`, waiting in `wait`.
+//! protocol lives in the `ring` module, file handling in `segment`, waiting in `wait`, stale
+//! segments in `stale`.
 //!
 //! ```
 //! # fn main() -> Result<(), shmcast::Error> {
@@ -49,6 +50,8 @@ mod publisher;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]
+mod stale;
+#[cfg(not(loom))]
 mod subscriber;
 pub mod wait;
 
@@ -59,6 +62,9 @@ pub use wait::WaitStrategy;
 #[cfg(not(loom))]
 pub use publisher::{Claim, Publisher, PublisherOptions, DEFAULT_CAPACITY, DEFAULT_MODE};
 #[cfg(not(loom))]
-pub use segment::{remove_stale_segment, Removal};
+pub use stale::{
+    clean_stale_segments, list_segments, remove_stale_segment, Cleaned, Removal, SegmentEntry,
+    SegmentStatus,
+};
 #[cfg(not(loom))]
 pub use subscriber::{MessageRef, Messages, Received, SegmentInfo, Subscriber};

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WORDS};
 use crate::liveness;
 use crate::ring::Ring;
+use crate::stale::{self, Removal, Stale};
 use crate::sync;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::{Barrier, WakeWords};
@@ -101,7 +102,7 @@ impl Location {
     /// Opens an existing segment read-write (the lock needs it) to remove it. `follow`: whether
     /// a symbolic link at a file location is followed or refused (`ELOOP`). Non-blocking, so a
     /// FIFO put in the segment's place cannot hang the caller.
-    fn open_for_removal(&self, follow: bool) -> io::Result<File> {
+    pub(crate) fn open_for_removal(&self, follow: bool) -> io::Result<File> {
         match self {
             Location::Shm(_) => self.open_file(true, None),
             Location::File(path) => {
@@ -228,6 +229,11 @@ impl Mapping {
         liveness::is_locked(&self.file).unwrap_or(true)
     }
 
+    /// The segment's file, on which the producer holds its liveness lock.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Whether `location` still names the file this mapping was made from.
     pub(crate) fn still_at(&self, location: &Location) -> bool {
         liveness::still_at(&self.file, &location.path())
@@ -352,158 +358,15 @@ fn existing_producer(location: &Location) -> Result<Existing, Error> {
 /// producer (or another process removing or replacing it right now) refuses the replacement;
 /// anything else (removed, already gone, replaced, or now a file that is not a finished
 /// segment) lets `create` try again, and its next attempt decides.
+///
+/// [`remove_stale_segment`]: crate::remove_stale_segment
 fn remove_stale(location: &Location, pid: u64) -> Result<(), Error> {
-    match remove_if_stale(location, true, "open (to replace it)")? {
+    match stale::remove_if_stale(location, true, "open (to replace it)")? {
         Stale::Checked(Removal::ProducerAlive { .. }) => Err(Error::ProducerAlive {
             path: location.path(),
             pid,
         }),
         Stale::Checked(_) | Stale::NotASegment(_) => Ok(()),
-    }
-}
-
-/// What [`remove_stale_segment`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Removal {
-    /// The file was a valid segment whose producer is gone; it was removed.
-    Removed {
-        /// `producer_pid` from its header: the process that created it (informational).
-        pid: u64,
-    },
-    /// A producer holds the segment's liveness lock: it is alive, or another process is
-    /// removing or replacing this stale segment at this very moment. Nothing was removed.
-    ProducerAlive {
-        /// `producer_pid` from the header (informational; liveness is decided by the lock).
-        pid: u64,
-    },
-    /// Nothing was at the path (someone else removed it first).
-    Gone,
-    /// The path stopped naming the file that was examined (it was removed, or removed and
-    /// created again, meanwhile). Nothing was removed.
-    Replaced,
-}
-
-/// Outcome of [`remove_if_stale`]: `NotASegment` keeps the validation error apart from the
-/// errors of the removal itself, which its callers treat differently.
-enum Stale {
-    Checked(Removal),
-    NotASegment(Error),
-}
-
-/// Removes the segment file at `path` if, and only if, it was left by a dead producer
-/// (docs/LAYOUT.md, "Producer liveness"), with the procedure a new producer uses to replace
-/// such a segment, so that it is safe against producers and other cleaners acting at the same
-/// time:
-///
-/// 1. open the file (never through a symbolic link: a link at `path` is an error, not followed);
-/// 2. validate its header, on that descriptor: a file that is not a segment, or that its
-///    creator has not finished initialising (`magic` not written yet, so it may still be about
-///    to take its lock), is never touched and is reported as the validation error
-///    ([`Error::NotInitialized`], [`Error::BadMagic`], [`Error::Truncated`], …);
-/// 3. take the producer lock on it: if another process holds it, the producer is alive (or
-///    someone else is removing the segment right now) and the result is
-///    [`Removal::ProducerAlive`]. Holding the lock also keeps any other shmcast producer or
-///    cleaner from removing or replacing the name until this call returns;
-/// 4. check that `path` still names the file it locked (device and inode), else
-///    [`Removal::Replaced`]: a new segment created under the same name is left alone;
-/// 5. unlink `path`.
-///
-/// A shared-memory segment `/NAME` is the file `/dev/shm/NAME` on Linux. Nothing at `path` is
-/// `Ok(`[`Removal::Gone`]`)`. Processes that still map the removed segment (its readers) are
-/// not disturbed: they read what the dead producer published and then learn it is gone.
-///
-/// Without OFD locks (not Linux) every producer counts as alive, so nothing is ever removed.
-///
-/// ```
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use shmcast::{remove_stale_segment, Publisher, Removal};
-///
-/// let path = std::env::temp_dir().join(format!("shmcast-doc-clean-{}", std::process::id()));
-/// let live = Publisher::options().capacity(4096).create_path(&path)?;
-/// // The producer is alive: its segment stays.
-/// assert!(matches!(remove_stale_segment(&path)?, Removal::ProducerAlive { .. }));
-/// assert!(path.exists());
-///
-/// // A producer that ends without removing its segment (or is killed) leaves it behind.
-/// drop(live);
-/// let stale = Publisher::options().capacity(4096).unlink_on_drop(false).create_path(&path)?;
-/// drop(stale);
-/// assert_eq!(
-///     remove_stale_segment(&path)?,
-///     Removal::Removed { pid: u64::from(std::process::id()) }
-/// );
-/// assert!(!path.exists());
-/// assert_eq!(remove_stale_segment(&path)?, Removal::Gone);
-/// # Ok(()) }
-/// ```
-pub fn remove_stale_segment(path: impl AsRef<Path>) -> Result<Removal, Error> {
-    let location = Location::File(path.as_ref().to_path_buf());
-    match remove_if_stale(&location, false, "open (to remove it)")? {
-        Stale::Checked(removal) => Ok(removal),
-        Stale::NotASegment(e) => Err(e),
-    }
-}
-
-/// The removal procedure of [`remove_stale_segment`] for any location. `follow`: whether a
-/// symbolic link at a file location is followed (as `create` always did) or refused.
-fn remove_if_stale(
-    location: &Location,
-    follow: bool,
-    open_action: &'static str,
-) -> Result<Stale, Error> {
-    let path = location.path();
-    let file = match location.open_for_removal(follow) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stale::Checked(Removal::Gone)),
-        Err(e) if !follow && e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
-            return Err(Error::Io {
-                action: "remove",
-                path,
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "it is a symbolic link, which is never followed: pass the segment's own path",
-                ),
-            })
-        }
-        Err(e) => return Err(Error::from_io(open_action, path, e)),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::from_io("stat", path.clone(), e))?;
-    if !meta.file_type().is_file() {
-        return Ok(Stale::NotASegment(Error::Io {
-            action: "remove",
-            path,
-            source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-        }));
-    }
-    // Validate before locking: a file whose `magic` is not written yet may belong to a
-    // producer that has created it but not locked it yet, and must not be locked by anyone
-    // else. `magic` is written only after the lock is taken and never cleared, so a valid
-    // header found unlocked below means its producer is gone.
-    let mapping = match map_validated(file, path.clone(), false) {
-        Ok(mapping) => mapping,
-        Err(e) => return Ok(Stale::NotASegment(e)),
-    };
-    let pid = mapping.identity().producer_pid;
-    // Testing first keeps the answer right where OFD locks are missing (there every producer
-    // counts as alive, and `try_lock` cannot tell).
-    let lock_error = |e| Error::from_io("lock", path.clone(), e);
-    if liveness::is_locked(&mapping.file).map_err(lock_error)?
-        || !liveness::try_lock(&mapping.file).map_err(lock_error)?
-    {
-        return Ok(Stale::Checked(Removal::ProducerAlive { pid }));
-    }
-    // From here until `mapping` (and with it the lock) is dropped, no shmcast producer or
-    // cleaner can remove or replace the name: they would need this lock first.
-    if !liveness::same_file(&mapping.file, &path, follow) {
-        return Ok(Stale::Checked(Removal::Replaced));
-    }
-    match location.unlink() {
-        Ok(()) => Ok(Stale::Checked(Removal::Removed { pid })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Stale::Checked(Removal::Gone)),
-        Err(e) => Err(Error::from_io("remove", path, e)),
     }
 }
 
@@ -630,7 +493,7 @@ pub(crate) fn open(location: &Location) -> Result<Mapping, Error> {
 
 /// Maps `file` (the segment at `path`) read-only after checking its size and header; with
 /// `writable`, also maps the subscriber page writable on its own, if the file allows it.
-fn map_validated(file: File, path: PathBuf, writable: bool) -> Result<Mapping, Error> {
+pub(crate) fn map_validated(file: File, path: PathBuf, writable: bool) -> Result<Mapping, Error> {
     let file_size = file
         .metadata()
         .map_err(|e| Error::from_io("stat", path.clone(), e))?

@@ -404,25 +404,30 @@ impl Subscriber {
     /// A snapshot of the segment's header. While the producer runs the values move on; they are
     /// for display, not for synchronisation.
     pub fn info(&self) -> SegmentInfo {
-        let id = self.mapping.identity();
-        let ring = self.mapping.ring();
-        let snap = ring.snapshot();
-        SegmentInfo {
-            path: self.location.path(),
-            version: id.version,
-            capacity: id.capacity,
-            max_payload: ring.max_payload(),
-            epoch: id.epoch,
-            producer_pid: id.producer_pid,
-            created_unix_ns: id.created_unix_ns,
-            last_publish_unix_ns: self.mapping.last_publish_ns(),
-            producer_alive: self.mapping.producer_alive(),
-            next_seq: snap.next_seq,
-            oldest_seq: snap.oldest_seq,
-            intent: snap.intent,
-            head: snap.head,
-            latest: snap.latest,
-        }
+        segment_info(&self.mapping, self.location.path())
+    }
+}
+
+/// The header of the segment mapped by `mapping`, whose file is `path`; see [`Subscriber::info`].
+pub(crate) fn segment_info(mapping: &Mapping, path: PathBuf) -> SegmentInfo {
+    let id = mapping.identity();
+    let ring = mapping.ring();
+    let snap = ring.snapshot();
+    SegmentInfo {
+        path,
+        version: id.version,
+        capacity: id.capacity,
+        max_payload: ring.max_payload(),
+        epoch: id.epoch,
+        producer_pid: id.producer_pid,
+        created_unix_ns: id.created_unix_ns,
+        last_publish_unix_ns: mapping.last_publish_ns(),
+        producer_alive: mapping.producer_alive(),
+        next_seq: snap.next_seq,
+        oldest_seq: snap.oldest_seq,
+        intent: snap.intent,
+        head: snap.head,
+        latest: snap.latest,
     }
 }
 

@@ -1,15 +1,14 @@
-//! `shmcast list` and `shmcast clean` (docs/CLI.md): find the segments in a directory by
-//! their header, and remove those whose producer is dead. Also the time formatting that
-//! `inspect` shares with them.
+//! `shmcast list` and `shmcast clean` (docs/CLI.md): print what the library's
+//! [`shmcast::list_segments`] finds in a directory and what [`shmcast::clean_stale_segments`]
+//! removes. Also the time formatting that `inspect` shares with them.
 
-use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use shmcast::{remove_stale_segment, Removal, SegmentInfo, StartAt, Subscriber};
+use shmcast::{
+    clean_stale_segments, list_segments, Cleaned, Removal, SegmentEntry, SegmentInfo, SegmentStatus,
+};
 
 use crate::Result;
 
@@ -36,118 +35,54 @@ pub struct CleanArgs {
     dir: Option<PathBuf>,
 }
 
-/// A segment found in the directory.
-struct Found {
-    /// `/NAME` for /dev/shm, else the path.
-    name: String,
-    path: PathBuf,
-    info: SegmentInfo,
-}
-
-/// What a scan found, besides segments.
-struct Scan {
-    segments: Vec<Found>,
-    /// Regular files this process may not open: segments among them cannot be told apart.
-    unreadable: u64,
+/// The directory a command looks in, and how it names what it finds there.
+struct Place {
     dir: PathBuf,
+    /// Whether it is /dev/shm by default, where a file `NAME` is called `/NAME`.
+    shm_names: bool,
 }
 
-/// Every shmcast segment among the regular files of `dir` (default /dev/shm), recognised by
-/// its header, sorted by name. Symbolic links, directories and anything else that is not a
-/// regular file are skipped, and so are regular files that are not valid segments (foreign
-/// files, or segments whose producer has not finished creating them).
-fn scan(dir: Option<&Path>) -> Result<Scan> {
-    let shm_names = dir.is_none();
-    let dir = dir.map_or_else(|| PathBuf::from(SHM_DIR), Path::to_path_buf);
-    let entries = std::fs::read_dir(&dir)
-        .map_err(|e| format!("cannot read the directory {}: {e}", dir.display()))?;
-    let mut scan = Scan {
-        segments: Vec::new(),
-        unreadable: 0,
-        dir: dir.clone(),
-    };
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| format!("cannot read the directory {}: {e}", dir.display()))?;
-        // The entry's own type: a symbolic link is not followed.
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        let path = entry.path();
-        match examine(&path) {
-            Ok(Some(info)) => {
-                let name = if shm_names {
-                    format!("/{}", entry.file_name().to_string_lossy())
-                } else {
-                    path.display().to_string()
-                };
-                scan.segments.push(Found { name, path, info });
-            }
-            Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => scan.unreadable += 1,
-            // Removed meanwhile, replaced by a link, …: not a segment of this directory.
-            Err(_) => {}
+impl Place {
+    fn new(dir: Option<&Path>) -> Self {
+        Place {
+            dir: dir.map_or_else(|| PathBuf::from(SHM_DIR), Path::to_path_buf),
+            shm_names: dir.is_none(),
         }
     }
-    scan.segments.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(scan)
-}
 
-/// The header of the segment at `path`, `None` if it is not a (finished) segment. The file is
-/// opened once, without following a symbolic link and without blocking (a FIFO swapped in
-/// cannot hang the scan), and the library then opens that very file through
-/// `/proc/self/fd`, so a name changed meanwhile cannot lead it out of the directory.
-fn examine(path: &Path) -> io::Result<Option<SegmentInfo>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags())
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Ok(None);
-    }
-    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let subscriber = if by_fd.exists() {
-        Subscriber::open_path(&by_fd, StartAt::Next)
-    } else {
-        // No /proc: open the name again and make sure it is still the file checked above.
-        Subscriber::open_path(path, StartAt::Next).and_then(|s| {
-            let again = std::fs::symlink_metadata(path);
-            match again {
-                Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => Ok(s),
-                _ => Err(shmcast::Error::NotFound {
-                    path: path.to_path_buf(),
-                }),
-            }
-        })
-    };
-    match subscriber {
-        Ok(subscriber) => Ok(Some(subscriber.info())),
-        Err(shmcast::Error::PermissionDenied { .. }) => {
-            Err(io::Error::from(io::ErrorKind::PermissionDenied))
+    /// `/NAME` for /dev/shm, else the path.
+    fn name(&self, entry: &SegmentEntry) -> String {
+        match entry.path.file_name() {
+            Some(file) if self.shm_names => format!("/{}", file.to_string_lossy()),
+            _ => entry.path.display().to_string(),
         }
-        Err(_) => Ok(None),
+    }
+
+    /// The library's error for the directory, as the commands report it.
+    fn read_error(&self, e: io::Error) -> String {
+        format!("cannot read the directory {}: {e}", self.dir.display())
+    }
+
+    /// Says on standard error that `unreadable` files could not be examined.
+    fn note_unreadable(&self, unreadable: u64) {
+        if unreadable > 0 {
+            eprintln!(
+                "shmcast: note: {} file{} in {} could not be opened (permission denied) and {} \
+                 not examined; run as their owner to include them",
+                unreadable,
+                plural(unreadable),
+                self.dir.display(),
+                if unreadable == 1 { "was" } else { "were" },
+            );
+        }
     }
 }
 
-/// `O_NOFOLLOW | O_NONBLOCK`.
-fn libc_flags() -> i32 {
-    use nix::fcntl::OFlag;
-    (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()
-}
-
-/// Says on standard error that some files could not be examined.
-fn note_unreadable(scan: &Scan) {
-    if scan.unreadable > 0 {
-        eprintln!(
-            "shmcast: note: {} file{} in {} could not be opened (permission denied) and {} not \
-             examined; run as their owner to include them",
-            scan.unreadable,
-            plural(scan.unreadable),
-            scan.dir.display(),
-            if scan.unreadable == 1 { "was" } else { "were" },
-        );
-    }
+/// How many entries the listing could not open.
+fn count_unreadable<'a>(statuses: impl Iterator<Item = &'a SegmentStatus>) -> u64 {
+    statuses
+        .filter(|status| matches!(status, SegmentStatus::Unreadable))
+        .count() as u64
 }
 
 fn plural(n: u64) -> &'static str {
@@ -159,14 +94,21 @@ fn plural(n: u64) -> &'static str {
 }
 
 pub fn list(args: ListArgs) -> Result<()> {
-    let scan = scan(args.dir.as_deref())?;
+    let place = Place::new(args.dir.as_deref());
+    let entries = list_segments(&place.dir).map_err(|e| place.read_error(e))?;
+    let segments: Vec<(String, &Path, &SegmentInfo)> = entries
+        .iter()
+        .filter_map(|entry| {
+            let info = entry.status.info()?;
+            Some((place.name(entry), entry.path.as_path(), info))
+        })
+        .collect();
     let mut out = io::BufWriter::new(io::stdout().lock());
     if args.json {
-        for found in &scan.segments {
-            let info = &found.info;
+        for (name, path, info) in &segments {
             let value = serde_json::json!({
-                "name": found.name,
-                "path": found.path,
+                "name": name,
+                "path": path,
                 "capacity": info.capacity,
                 "producer_pid": info.producer_pid,
                 "producer_alive": info.producer_alive,
@@ -176,8 +118,8 @@ pub fn list(args: ListArgs) -> Result<()> {
             });
             writeln!(out, "{value}")?;
         }
-    } else if scan.segments.is_empty() {
-        writeln!(out, "no shmcast segments in {}", scan.dir.display())?;
+    } else if segments.is_empty() {
+        writeln!(out, "no shmcast segments in {}", place.dir.display())?;
     } else {
         let now = unix_now_ns();
         let header = [
@@ -188,13 +130,11 @@ pub fn list(args: ListArgs) -> Result<()> {
             "LAST PUBLISH",
             "NEXT SEQ",
         ];
-        let rows: Vec<[String; 6]> = scan
-            .segments
+        let rows: Vec<[String; 6]> = segments
             .iter()
-            .map(|found| {
-                let info = &found.info;
+            .map(|(name, _, info)| {
                 [
-                    found.name.clone(),
+                    name.clone(),
                     bytes(info.capacity),
                     info.producer_pid.to_string(),
                     alive_word(info.producer_alive).to_owned(),
@@ -237,34 +177,39 @@ pub fn list(args: ListArgs) -> Result<()> {
         }
     }
     out.flush()?;
-    note_unreadable(&scan);
+    place.note_unreadable(count_unreadable(entries.iter().map(|e| &e.status)));
     Ok(())
 }
 
 pub fn clean(args: CleanArgs) -> Result<()> {
-    let scan = scan(args.dir.as_deref())?;
+    let place = Place::new(args.dir.as_deref());
+    let cleaned =
+        clean_stale_segments(&place.dir, args.dry_run).map_err(|e| place.read_error(e))?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     let now = unix_now_ns();
     let (mut stale, mut removed, mut live, mut failed) = (0u64, 0u64, 0u64, 0u64);
-    for found in &scan.segments {
-        let info = &found.info;
-        if info.producer_alive {
-            live += 1;
-            continue;
-        }
+    for Cleaned { entry, removal, .. } in &cleaned {
+        let info = match &entry.status {
+            SegmentStatus::Stale(info) => info,
+            SegmentStatus::Live(_) => {
+                live += 1;
+                continue;
+            }
+            _ => continue,
+        };
         stale += 1;
+        let name = place.name(entry);
         let what = format!(
-            "{} (producer pid {}, last publish {})",
-            found.name,
+            "{name} (producer pid {}, last publish {})",
             info.producer_pid,
             info.last_publish_unix_ns
                 .map_or_else(|| "never".to_owned(), |ns| age(now, ns)),
         );
-        if args.dry_run {
+        let Some(removal) = removal else {
             writeln!(out, "would remove {what}")?;
             continue;
-        }
-        match remove_stale_segment(&found.path) {
+        };
+        match removal {
             Ok(Removal::Removed { .. }) => {
                 removed += 1;
                 writeln!(out, "removed {what}")?;
@@ -273,27 +218,22 @@ pub fn clean(args: CleanArgs) -> Result<()> {
                 live += 1;
                 writeln!(
                     out,
-                    "kept {}: a producer holds it now (it is being replaced or removed by \
-                     another process)",
-                    found.name
+                    "kept {name}: a producer holds it now (it is being replaced or removed by \
+                     another process)"
                 )?;
             }
             Ok(Removal::Replaced) => {
                 live += 1;
-                writeln!(
-                    out,
-                    "kept {}: a new segment replaced it meanwhile",
-                    found.name
-                )?;
+                writeln!(out, "kept {name}: a new segment replaced it meanwhile")?;
             }
             Ok(Removal::Gone) => {
-                writeln!(out, "skipped {}: another process removed it", found.name)?;
+                writeln!(out, "skipped {name}: another process removed it")?;
             }
             // `Removal` may grow; anything new means "not removed".
-            Ok(other) => writeln!(out, "kept {}: {other:?}", found.name)?,
+            Ok(other) => writeln!(out, "kept {name}: {other:?}")?,
             Err(e) => {
                 failed += 1;
-                writeln!(out, "failed {}: {e}", found.name)?;
+                writeln!(out, "failed {name}: {e}")?;
             }
         }
     }
@@ -311,7 +251,7 @@ pub fn clean(args: CleanArgs) -> Result<()> {
         )?;
     }
     out.flush()?;
-    note_unreadable(&scan);
+    place.note_unreadable(count_unreadable(cleaned.iter().map(|c| &c.entry.status)));
     if failed > 0 {
         return Err(format!(
             "could not remove {failed} of {stale} stale segment{} (see above)",
