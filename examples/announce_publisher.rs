@@ -17,9 +17,13 @@
 //! cargo run --example announce_subscriber -- /prices
 //! ```
 //!
+//! The name may also be a path with a '/' after its first character (`/tmp/announce`,
+//! `./announce`): the segment is then that file.
+//!
 //! The segment is removed when the publisher ends normally; subscribers that already opened it
-//! keep reading what was published. If the publisher is killed (Ctrl-C), the segment stays and
-//! the next run reports that it already exists: remove it with `rm /dev/shm/shmcast-announce`.
+//! keep reading what was published, then end. If the publisher is killed (Ctrl-C), its segment
+//! stays behind: the next run replaces it by itself (its producer is gone), and `shmcast clean`
+//! removes such stale segments (`shmcast list` shows them as `dead`).
 
 use std::error::Error;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
