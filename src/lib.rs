@@ -14,6 +14,21 @@
 //!   ([`WaitStrategy::Block`], the default) and is woken by the producer with one futex call per
 //!   publish; while nobody sleeps, publishing makes no system call.
 //!
+//! A segment is named like a shared-memory object, `/prices` or `prices` (the file
+//! `/dev/shm/prices` on Linux), or by a file path: any name with a '/' after its first
+//! character, such as `/run/app/prices` or `./prices`. [`Subscriber::open`] and
+//! [`PublisherOptions::create`] take either, as do the `shmcast` tool and the Go reader.
+//!
+//! Reading comes in three forms (into a `Vec`, into a slice, as a [`bytemuck::Pod`] value),
+//! each non-blocking (`try_recv*`), blocking (`recv*`), with a timeout (`*_timeout`) or with a
+//! deadline (`*_deadline`); see [`Subscriber`]. [`Subscriber::messages`] iterates until the
+//! producer has exited and everything it published was delivered. [`RecvError`] converts into
+//! [`Error`], so `?` passes on the errors of opening and of reading alike.
+//!
+//! Segments left behind by producers that died are found by [`list_segments`] and removed by
+//! [`clean_stale_segments`] (what `shmcast list` and `shmcast clean` print); a producer that
+//! restarts replaces its dead predecessor's segment by itself.
+//!
 //! The byte layout and the publish/read algorithms are specified in `docs/LAYOUT.md`; the
 //! protocol lives in the `ring` module, file handling in `segment`, waiting in `wait`, stale
 //! segments in `stale`.
