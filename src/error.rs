@@ -134,6 +134,42 @@ pub enum Error {
         /// Largest accepted size.
         max: usize,
     },
+    /// An option given to [`PublisherOptions`](crate::PublisherOptions) is out of range.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// Which option.
+        option: &'static str,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A lossless publish could not wait (`try_publish`) or waited until its deadline
+    /// (`publish_timeout`): the registered reader in `slot` has not finished with the bytes the
+    /// message would overwrite. Nothing was published.
+    #[error("held back by the registered reader in slot {slot} (pid {pid}), {behind_messages} messages ({behind_bytes} bytes) behind; try again, or wait with publish / publish_timeout")]
+    Backpressure {
+        /// The reader's slot.
+        slot: usize,
+        /// Its process id, as it registered it.
+        pid: u64,
+        /// Bytes it has not yet read.
+        behind_bytes: u64,
+        /// Messages it has not yet read.
+        behind_messages: u64,
+    },
+    /// Registering as a lossless reader failed: the segment was not created lossless.
+    #[error("{} is not a lossless segment, so a reader cannot register on it: create it with PublisherOptions::lossless(true) (shmcast publish --lossless), or open it without registering", path.display())]
+    NotLossless {
+        /// The segment.
+        path: PathBuf,
+    },
+    /// Registering as a lossless reader failed: every reader slot is taken by a live reader.
+    #[error("all {slots} reader slots of {} are taken by live readers; stop one, or create the segment with more slots (at most 31)", path.display())]
+    NoFreeSlot {
+        /// The segment.
+        path: PathBuf,
+        /// How many slots it has.
+        slots: usize,
+    },
     /// A read failed: the [`RecvError`] says why (its message is this error's message). This
     /// lets `?` pass on the errors of opening and of reading alike, in a function that returns
     /// `Result<_, shmcast::Error>`.
@@ -241,6 +277,14 @@ pub enum RecvError {
         /// producer replaced the dead one's segment).
         replaced: bool,
     },
+    /// A registered (lossless) reader held the producer back for longer than the segment's
+    /// `max_block`, and the producer evicted it. Returned once; the subscriber reads on as a
+    /// lossy reader, and a later [`RecvError::Lagged`] says exactly what it lost. It may register
+    /// again by opening the segment again.
+    #[error(
+        "evicted: this registered reader held the producer back too long and is lossy from now on"
+    )]
+    Evicted,
     /// The ring holds values no correct producer writes. Reading cannot continue.
     #[error("corrupt segment: {0}")]
     Corrupt(&'static str),

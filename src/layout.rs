@@ -15,8 +15,10 @@ pub const HEADER_SIZE: u64 = 4096;
 pub const MIN_CAPACITY: u64 = 4096;
 /// Largest ring capacity, in bytes (1 TiB).
 pub const MAX_CAPACITY: u64 = 1 << 40;
-/// Flags this version understands (none).
-pub const KNOWN_FLAGS: u64 = 0;
+/// `flags` bit 0: the segment is lossless (it has reader slots; docs/LAYOUT.md, "Lossless mode").
+pub const FLAG_LOSSLESS: u64 = 1;
+/// Flags this version understands.
+pub const KNOWN_FLAGS: u64 = FLAG_LOSSLESS;
 
 /// Byte offsets of the producer header fields. Each is a whole 64-bit word.
 pub mod offset {
@@ -47,6 +49,16 @@ pub mod offset {
     pub const LATEST: usize = 0x108;
     /// `last_publish_ns`: wall-clock time of a recent publish or heartbeat (0: never).
     pub const LAST_PUBLISH_NS: usize = 0x110;
+    /// `gate_limit` (lossless segments): the producer announces no `intent` above it without
+    /// re-scanning the reader slots.
+    pub const GATE_LIMIT: usize = 0x180;
+    /// `reader_slots` (lossless segments): the number of reader slots.
+    pub const READER_SLOTS: usize = 0x188;
+    /// `max_block_ns` (lossless segments): how long a live reader may hold the producer back
+    /// before it is evicted; 0 = never.
+    pub const MAX_BLOCK_NS: usize = 0x190;
+    /// `evictions` (lossless segments): registered readers evicted or reclaimed so far.
+    pub const EVICTIONS: usize = 0x198;
 }
 
 /// `wake_barrier`: the producer issues a sequentially consistent fence after every publish.
@@ -64,6 +76,37 @@ pub const SUBSCRIBER_AREA_SIZE: u64 = 0x1000;
 pub const WAKE_SEQ: usize = 0x1000;
 /// `parked` (u32): non-zero when some subscriber may be parked on `wake_seq`.
 pub const PARKED: usize = 0x1004;
+
+/// `gate_wake` (u32, lossless segments): the futex word a blocked producer sleeps on.
+pub const GATE_WAKE: usize = 0x1008;
+/// `producer_blocked` (u32, lossless segments): non-zero while the producer waits for a reader.
+pub const PRODUCER_BLOCKED: usize = 0x100C;
+/// `reg_gen` (lossless segments): incremented by every registration, unregistration, eviction
+/// and reclaim.
+pub const REG_GEN: usize = 0x1040;
+/// Start of reader slot 0 (lossless segments); slot `i` starts at `SLOTS + SLOT_SIZE * i`.
+pub const SLOTS: usize = 0x1080;
+/// Bytes per reader slot.
+pub const SLOT_SIZE: usize = 128;
+/// 64-bit words per reader slot.
+pub const SLOT_WORDS: usize = SLOT_SIZE / 8;
+/// The most reader slots the subscriber area holds.
+pub const MAX_READER_SLOTS: u64 =
+    ((SUBSCRIBER_AREA + SUBSCRIBER_AREA_SIZE) as usize - SLOTS) as u64 / SLOT_SIZE as u64;
+
+/// Byte offsets of the fields within a reader slot.
+pub mod slot {
+    /// `state`: bits 0–1 the state (free 0, active 1, evicted 2), bits 2–63 the generation.
+    pub const STATE: usize = 0;
+    /// `pos`: the owner has finished with every byte before this position.
+    pub const POS: usize = 8;
+    /// `seq`: the sequence number the owner expects next (informational).
+    pub const SEQ: usize = 16;
+    /// `pid`: the owner's process id (informational).
+    pub const PID: usize = 24;
+    /// `registered_unix_ns`: when the owner registered (informational).
+    pub const REGISTERED_NS: usize = 32;
+}
 
 /// Number of 64-bit words in the producer header page.
 pub const HEADER_WORDS: usize = (HEADER_SIZE / 8) as usize;
@@ -131,6 +174,10 @@ pub(crate) struct Identity {
     pub producer_pid: u64,
     pub created_unix_ns: u64,
     pub wake_barrier: u64,
+    /// `reader_slots` (meaningful on lossless segments only).
+    pub reader_slots: u64,
+    /// `max_block_ns` (meaningful on lossless segments only).
+    pub max_block_ns: u64,
 }
 
 #[cfg(test)]
@@ -159,6 +206,21 @@ mod tests {
             assert_eq!(off % 8, 0, "offset {off:#x} is not 8-byte aligned");
             assert!((off as u64) < HEADER_SIZE);
         }
+    }
+
+    #[test]
+    fn reader_slots_fill_the_subscriber_area() {
+        assert_eq!(MAX_READER_SLOTS, 31);
+        assert_eq!(
+            SLOTS as u64 + MAX_READER_SLOTS * SLOT_SIZE as u64,
+            SUBSCRIBER_AREA + SUBSCRIBER_AREA_SIZE
+        );
+        assert_eq!(
+            REG_GEN / 64,
+            GATE_WAKE / 64 + 1,
+            "reg_gen has a line of its own"
+        );
+        assert_eq!(offset::GATE_LIMIT / 128, 3);
     }
 
     #[test]

@@ -55,13 +55,18 @@
 mod error;
 pub mod layout;
 pub mod pattern;
+mod registry;
 mod ring;
 mod sync;
 
 #[cfg(not(loom))]
+mod gate;
+#[cfg(not(loom))]
 mod liveness;
 #[cfg(not(loom))]
 mod publisher;
+#[cfg(not(loom))]
+mod registration;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]
@@ -75,11 +80,14 @@ pub use ring::{ParseStartAtError, StartAt};
 pub use wait::WaitStrategy;
 
 #[cfg(not(loom))]
+pub use gate::{DEFAULT_MAX_BLOCK, DEFAULT_PROBE_INTERVAL, DEFAULT_READER_SLOTS};
+#[cfg(not(loom))]
 pub use publisher::{Claim, Publisher, PublisherOptions, DEFAULT_CAPACITY, DEFAULT_MODE};
+pub use registry::RegisteredReader;
 #[cfg(not(loom))]
 pub use stale::{
     clean_stale_segments, list_segments, remove_stale_segment, Cleaned, Removal, SegmentEntry,
     SegmentStatus,
 };
 #[cfg(not(loom))]
-pub use subscriber::{MessageRef, Messages, Received, SegmentInfo, Subscriber};
+pub use subscriber::{MessageRef, Messages, Received, SegmentInfo, Subscriber, SubscriberOptions};

@@ -1,10 +1,15 @@
 //! The producer side: [`Publisher`], its [`PublisherOptions`], and zero-copy [`Claim`]s.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
 use crate::error::Error;
+use crate::gate::{
+    Gate, Patience, DEFAULT_MAX_BLOCK, DEFAULT_PROBE_INTERVAL, DEFAULT_READER_SLOTS,
+};
+use crate::registry::RegisteredReader;
 use crate::ring::{self, Reservation, Ring, WriterState};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
@@ -23,6 +28,10 @@ pub struct PublisherOptions {
     replace_stale: bool,
     membarrier: bool,
     write_prefetch: bool,
+    lossless: bool,
+    reader_slots: u64,
+    max_block: Option<Duration>,
+    probe_interval: Duration,
 }
 
 impl Default for PublisherOptions {
@@ -34,6 +43,10 @@ impl Default for PublisherOptions {
             replace_stale: true,
             membarrier: true,
             write_prefetch: true,
+            lossless: false,
+            reader_slots: DEFAULT_READER_SLOTS,
+            max_block: Some(DEFAULT_MAX_BLOCK),
+            probe_interval: DEFAULT_PROBE_INTERVAL,
         }
     }
 }
@@ -102,6 +115,66 @@ impl PublisherOptions {
         self
     }
 
+    /// Whether the segment is lossless (default `false`; docs/LAYOUT.md, "Lossless mode").
+    ///
+    /// On a lossless segment, subscribers may *register*
+    /// ([`SubscriberOptions::lossless`](crate::SubscriberOptions::lossless)); the producer then
+    /// never overwrites a message a live registered subscriber has not read: [`Publisher::publish`]
+    /// waits instead, [`Publisher::try_publish`] fails with [`Error::Backpressure`]. A registered
+    /// subscriber that dies releases the producer within [`Self::probe_interval`]; one that holds
+    /// it back longer than [`Self::max_block`] is evicted and continues as a lossy reader. With no
+    /// subscriber registered the producer runs as on a lossy segment. Unregistered subscribers
+    /// are lossy as ever. Readers built before lossless mode refuse lossless segments.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shmcast::{Error, Publisher, Subscriber, StartAt};
+    ///
+    /// let name = format!("/shmcast-doc-lossless-{}", std::process::id());
+    /// let mut publisher = Publisher::options().capacity(4096).lossless(true).create(&name)?;
+    /// let mut subscriber = Subscriber::options().lossless(true).open(&name)?;
+    /// // The ring holds a few dozen of these; the producer will not overwrite any unread one.
+    /// let mut published = 0;
+    /// while let Ok(_) = publisher.try_publish(&[7u8; 100]) {
+    ///     published += 1;
+    /// }
+    /// assert!(matches!(publisher.try_publish(&[7u8; 100]), Err(Error::Backpressure { .. })));
+    /// let mut buf = Vec::new();
+    /// for _ in 0..published {
+    ///     subscriber.try_recv(&mut buf)?; // every one is there: no `Lagged`
+    /// }
+    /// # let _ = StartAt::Next;
+    /// # Ok(()) }
+    /// ```
+    pub fn lossless(mut self, enabled: bool) -> Self {
+        self.lossless = enabled;
+        self
+    }
+
+    /// Number of reader slots of a lossless segment: how many subscribers can register at once
+    /// (default and maximum 31, all the subscriber area holds).
+    pub fn reader_slots(mut self, slots: u64) -> Self {
+        self.reader_slots = slots;
+        self
+    }
+
+    /// How long a live registered subscriber may hold the producer back before the producer
+    /// evicts it (it then reads on as a lossy subscriber, told exactly what it lost): default
+    /// [`DEFAULT_MAX_BLOCK`], 2 s. `None`: never evict a live subscriber, so a stopped one
+    /// (SIGSTOP, a debugger) stops the producer until it goes on or dies.
+    pub fn max_block(mut self, max_block: Option<Duration>) -> Self {
+        self.max_block = max_block;
+        self
+    }
+
+    /// How often a producer held back by a registered subscriber tests whether that subscriber
+    /// is still alive (default [`DEFAULT_PROBE_INTERVAL`], 5 ms; one `fcntl` call, made only
+    /// while held back). A subscriber that dies releases the producer within about this long.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
     /// Creates the segment called `name`: a shared-memory segment for `/demo` or `demo` (the
     /// file `/dev/shm/demo` on Linux), a file for a name with a '/' after its first character
     /// (`/run/app/seg`, `./seg`); see [`Subscriber::open`] for the rule.
@@ -126,19 +199,41 @@ impl PublisherOptions {
     }
 
     fn create_at(&self, location: Location) -> Result<Publisher, Error> {
+        let lossless = if self.lossless {
+            if !(1..=crate::layout::MAX_READER_SLOTS).contains(&self.reader_slots) {
+                return Err(Error::InvalidOption {
+                    option: "reader_slots",
+                    reason: "a lossless segment has 1 to 31 reader slots",
+                });
+            }
+            Some(segment::LosslessHeader {
+                reader_slots: self.reader_slots,
+                max_block_ns: self.max_block.map_or(0, |d| {
+                    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+                }),
+            })
+        } else {
+            None
+        };
         let mapping = segment::create(
             &location,
             self.capacity,
             self.mode,
             self.replace_stale,
             self.membarrier,
+            lossless,
         )?;
         let max_payload = mapping.ring().max_payload() as usize;
-        let state = if self.write_prefetch {
+        let mut state = if self.write_prefetch {
             WriterState::new()
         } else {
             WriterState::new().without_prefetch()
         };
+        let gate = mapping.registry().map(|(registry, _)| {
+            let mut gate = Gate::new(self.probe_interval, self.max_block);
+            gate.start(registry, &mut state, mapping.ring().capacity());
+            gate
+        });
         Ok(Publisher {
             mapping,
             state,
@@ -146,6 +241,7 @@ impl PublisherOptions {
             unlink_on_drop: self.unlink_on_drop,
             max_payload,
             wakeups: 0,
+            gate,
         })
     }
 }
@@ -177,6 +273,8 @@ pub struct Publisher {
     unlink_on_drop: bool,
     max_payload: usize,
     wakeups: u64,
+    /// Lossless segments: the gate and what it knows of the readers.
+    gate: Option<Gate>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -202,11 +300,110 @@ impl Publisher {
     }
 
     /// Publishes one message and returns its sequence number (1 for the first message).
+    ///
+    /// On a lossless segment this waits while a registered subscriber has not read what the
+    /// message would overwrite: until it reads on, dies (noticed within the probe interval), or
+    /// is evicted after `max_block` ([`PublisherOptions::lossless`]). Otherwise it never waits.
+    #[inline]
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64, Error> {
+        self.publish_with(payload, Patience::Until(None))
+    }
+
+    /// Like [`Self::publish`], but never waits: on a lossless segment where a registered
+    /// subscriber holds the producer back it returns [`Error::Backpressure`], naming that
+    /// subscriber, and publishes nothing.
+    #[inline]
+    pub fn try_publish(&mut self, payload: &[u8]) -> Result<u64, Error> {
+        self.publish_with(payload, Patience::None)
+    }
+
+    /// Like [`Self::publish`], but waits at most `timeout`, then returns
+    /// [`Error::Backpressure`] and publishes nothing.
+    pub fn publish_timeout(&mut self, payload: &[u8], timeout: Duration) -> Result<u64, Error> {
+        self.publish_with(
+            payload,
+            Patience::Until(Instant::now().checked_add(timeout)),
+        )
+    }
+
+    #[inline]
+    fn publish_with(&mut self, payload: &[u8], patience: Patience) -> Result<u64, Error> {
         self.check_len(payload.len())?;
-        let seq = self.mapping.ring().publish(&mut self.state, payload);
+        let seq = loop {
+            match self.mapping.ring().try_publish(&mut self.state, payload) {
+                Ok(seq) => break seq,
+                Err(limit) => self.open_gate(limit, patience)?,
+            }
+        };
         after_publish(&self.mapping, seq, &mut self.wakeups);
         Ok(seq)
+    }
+
+    /// The publish needs `intent` at `limit`, past the gate: raise it, waiting as `patience`
+    /// allows (lossless segments only; docs/LAYOUT.md, "Producer").
+    #[cold]
+    #[inline(never)]
+    fn open_gate(&mut self, limit: u64, patience: Patience) -> Result<(), Error> {
+        let (Some(gate), Some((registry, _)), Some(words)) = (
+            self.gate.as_mut(),
+            self.mapping.registry(),
+            self.mapping.gate_words(),
+        ) else {
+            // Only a lossless producer is ever gated.
+            self.state.set_gate(u64::MAX);
+            return Ok(());
+        };
+        let capacity = self.mapping.ring().capacity();
+        gate.open(
+            registry,
+            words,
+            self.mapping.file(),
+            &mut self.state,
+            capacity,
+            limit,
+            patience,
+        )
+        .map_err(|b| Error::Backpressure {
+            slot: b.slot,
+            pid: b.pid,
+            behind_bytes: b.behind_bytes,
+            behind_messages: b.behind_messages,
+        })
+    }
+
+    /// Whether the segment is lossless ([`PublisherOptions::lossless`]).
+    pub fn is_lossless(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// The subscribers registered on this lossless segment (empty on a lossy one): slot, pid,
+    /// whether evicted, position and lag.
+    pub fn readers(&self) -> Vec<RegisteredReader> {
+        match self.mapping.registry() {
+            Some((registry, _)) => registry.readers(self.state.next_seq(), self.state.tail()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Waits until at least `count` subscribers have registered, or `timeout` passes (`None`:
+    /// no limit), and returns how many are registered. Publishing only then means nothing is
+    /// lost from the first message on ([`Error::NotLossless`] on a lossy segment).
+    pub fn wait_for_readers(
+        &self,
+        count: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, Error> {
+        let Some((registry, _)) = self.mapping.registry() else {
+            return Err(Error::NotLossless { path: self.path() });
+        };
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let active = registry.active();
+            if active >= count || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(active);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Publishes the bytes of a plain-old-data value (read it back with
@@ -218,7 +415,8 @@ impl Publisher {
     /// Reserves `len` bytes to fill in place, then [`Claim::commit`] publishes them.
     ///
     /// Dropping the claim without committing publishes nothing. Subscribers lapped by the
-    /// reservation are told so, as for any publish.
+    /// reservation are told so, as for any publish. On a lossless segment it waits for room as
+    /// [`Self::publish`] does.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -234,8 +432,13 @@ impl Publisher {
     /// ```
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, Error> {
         self.check_len(len)?;
+        let reservation = loop {
+            match self.mapping.ring().try_reserve(&mut self.state, len) {
+                Ok(reservation) => break reservation,
+                Err(limit) => self.open_gate(limit, Patience::Until(None))?,
+            }
+        };
         let ring = self.mapping.ring();
-        let reservation = ring.reserve(&mut self.state, len);
         let words = ring.reserved_words(&reservation);
         // Bytes past `len` in the last word must read as zero (docs/LAYOUT.md, "Records").
         if len % 8 != 0 {

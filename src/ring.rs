@@ -142,6 +142,9 @@ pub(crate) struct WriterState {
     next_mark: u64,
     /// Set where the CPU can prefetch the lines ahead for writing ([`Ring::prefetch_ahead`]).
     prefetch: Option<WritePrefetch>,
+    /// Lossless segments: no `intent` above this until the reader slots were looked at again
+    /// (docs/LAYOUT.md, "Lossless mode"). `u64::MAX` on a lossy segment.
+    gate: u64,
 }
 
 impl WriterState {
@@ -155,7 +158,23 @@ impl WriterState {
             marks: VecDeque::new(),
             next_mark: 0,
             prefetch: WritePrefetch::detect(),
+            gate: u64::MAX,
         }
+    }
+
+    /// The last value stored to `intent`.
+    pub(crate) fn announced(&self) -> u64 {
+        self.announced
+    }
+
+    /// The next free position.
+    pub(crate) fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Sets the gate: from now on no `intent` above `gate` is announced.
+    pub(crate) fn set_gate(&mut self, gate: u64) {
+        self.gate = gate;
     }
 
     /// The same without the write prefetch, whatever the CPU offers
@@ -191,6 +210,11 @@ impl ReaderState {
     /// The sequence number of the next message this reader expects.
     pub(crate) fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The position of the next record: this reader has finished with every byte before it.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
     }
 }
 
@@ -284,8 +308,19 @@ impl<'a> Ring<'a> {
     /// Steps 1–4 of the publish algorithm and the length word of step 5: choose the position,
     /// announce `intent` (evicting what it covers) if the last announcement does not cover this
     /// record, and store the length word. `len` must be `<= max_payload`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn reserve(&self, w: &mut WriterState, len: usize) -> Reservation {
+        match self.try_reserve(w, len) {
+            Ok(reservation) => reservation,
+            Err(limit) => panic!("reserve on a gated ring needs intent {limit}: use try_reserve"),
+        }
+    }
+
+    /// [`Self::reserve`] on a ring that may be gated (lossless): `Err(limit)` if the record needs
+    /// `intent` raised to `limit`, past the gate. Nothing is reserved then; raise the gate
+    /// ([`WriterState::set_gate`]) and try again.
+    #[inline]
+    pub(crate) fn try_reserve(&self, w: &mut WriterState, len: usize) -> Result<Reservation, u64> {
         let len = len as u64;
         debug_assert!(len <= self.max_payload());
         let span = record_span(len);
@@ -295,22 +330,27 @@ impl<'a> Ring<'a> {
         } else {
             (None, w.tail)
         };
-        if pos >= w.next_mark {
-            self.add_mark(w, pos);
-        }
         let limit = pos + span + 8;
         if limit > w.announced {
+            if limit > w.gate {
+                return Err(limit);
+            }
+            if pos >= w.next_mark {
+                self.add_mark(w, pos);
+            }
             self.announce(w, limit);
+        } else if pos >= w.next_mark {
+            self.add_mark(w, pos);
         }
         // Every data store below comes after the release fence of the announcement that covers
         // it (this publish's or an earlier one), which is what the readers' re-check relies on.
         self.at(pos + 8).store(len, Ordering::Relaxed);
-        Reservation {
+        Ok(Reservation {
             seq: w.next_seq,
             pos,
             len,
             pad,
-        }
+        })
     }
 
     /// How far past the bytes it is about to write the producer announces `intent`. Readers
@@ -341,10 +381,11 @@ impl<'a> Ring<'a> {
     #[inline(never)]
     fn announce(self, w: &mut WriterState, limit: u64) {
         let capacity = self.capacity();
-        let stride = self.intent_stride();
+        // Never past the gate (lossless segments); the caller checked `limit <= w.gate`.
+        let ceiling = (limit + self.intent_stride()).min(w.gate);
         let mut chosen = None;
         while let Some(&mark) = w.marks.front() {
-            if mark + capacity > limit + stride {
+            if mark + capacity > ceiling {
                 break;
             }
             w.marks.pop_front();
@@ -359,7 +400,7 @@ impl<'a> Ring<'a> {
                 mark + capacity
             }
             None => {
-                let intent = limit + stride;
+                let intent = ceiling;
                 let floor = intent.saturating_sub(capacity);
                 while w.head < floor {
                     w.head = self.record_after(w.head);
@@ -482,10 +523,18 @@ impl<'a> Ring<'a> {
 
     /// Publishes `payload` (`len <= max_payload`): reserve, copy, commit.
     #[inline]
+    #[cfg(test)]
     pub(crate) fn publish(&self, w: &mut WriterState, payload: &[u8]) -> u64 {
         let reservation = self.reserve(w, payload.len());
         self.write_payload(&reservation, payload);
         self.commit(w, reservation)
+    }
+
+    /// [`Self::publish`] on a ring that may be gated: `Err(limit)` as [`Self::try_reserve`].
+    pub(crate) fn try_publish(&self, w: &mut WriterState, payload: &[u8]) -> Result<u64, u64> {
+        let reservation = self.try_reserve(w, payload.len())?;
+        self.write_payload(&reservation, payload);
+        Ok(self.commit(w, reservation))
     }
 
     // ---------------------------------------------------------------- reader side
@@ -713,6 +762,25 @@ impl<'a> Ring<'a> {
         Ok(())
     }
 
+    /// Moves a reader forward, without delivering anything, to the first record at or after
+    /// `floor` (a registering reader's step 6, docs/LAYOUT.md "Registering"); returns how many
+    /// messages it passed over, read or lost. Stops early at the end of what is published.
+    pub(crate) fn skip_to(&self, st: &mut ReaderState, floor: u64) -> Result<u64, RecvError> {
+        let first = st.seq;
+        while st.pos < floor {
+            match self.peek(st) {
+                Ok(candidate) => match self.confirm(st, &candidate) {
+                    Ok(()) | Err(RecvError::Lagged { .. }) => {}
+                    Err(e) => return Err(e),
+                },
+                Err(RecvError::Lagged { .. }) => {}
+                Err(RecvError::Empty) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(st.seq - first)
+    }
+
     /// Like [`Ring::confirm`] but leaves the reader on the candidate (used when the caller
     /// declines the message, e.g. because its buffer is too small).
     #[inline]
@@ -772,6 +840,17 @@ impl<'a> Ring<'a> {
     }
 
     // ---------------------------------------------------------------- inspection
+
+    /// Where the producer will write next, as far as the header and the newest record tell
+    /// (for display: the newest record's end).
+    pub(crate) fn approx_tail(&self) -> u64 {
+        let latest = self.field(offset::LATEST).load(Ordering::Relaxed);
+        if latest == NO_LATEST || latest >= layout::MAX_POSITION {
+            return 0;
+        }
+        let len = self.at(latest.wrapping_add(8)).load(Ordering::Relaxed) & LEN_MASK;
+        latest + record_span(len.min(self.max_payload()))
+    }
 
     /// A snapshot of the index words and the sequence numbers they point at, for `inspect`.
     /// The commit words are validated against `intent` like any read, so a live producer

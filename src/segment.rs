@@ -13,8 +13,10 @@ use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
 use crate::error::Error;
+use crate::gate::GateWords;
 use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WORDS};
 use crate::liveness;
+use crate::registry::Registry;
 use crate::ring::Ring;
 use crate::stale::{self, Removal, Stale};
 use crate::sync;
@@ -212,6 +214,77 @@ impl Mapping {
         }
     }
 
+    /// The subscriber area's base, and whether this process may store to it.
+    fn subscriber_area(&self) -> (*mut u8, bool) {
+        match &self.wake_page {
+            // SAFETY: SUBSCRIBER_AREA < DATA_OFFSET <= the mapping's length.
+            WakePage::InMap => (
+                unsafe { self.map.as_mut_ptr().add(layout::SUBSCRIBER_AREA as usize) },
+                true,
+            ),
+            WakePage::Separate(page) => (page.as_mut_ptr(), true),
+            // SAFETY: as above.
+            WakePage::ReadOnly => (
+                unsafe { self.map.as_mut_ptr().add(layout::SUBSCRIBER_AREA as usize) },
+                false,
+            ),
+        }
+    }
+
+    /// The gate words and reader slots of a lossless segment (docs/LAYOUT.md, "Lossless mode"),
+    /// and whether this process may store to the slots (`false`: it can only look). `None` on a
+    /// lossy segment.
+    pub(crate) fn registry(&self) -> Option<(Registry<'_>, bool)> {
+        let id = self.identity();
+        if id.flags & layout::FLAG_LOSSLESS == 0 {
+            return None;
+        }
+        // Validated at open (1..=31) and written by this crate at creation.
+        let slots = id.reader_slots.min(layout::MAX_READER_SLOTS) as usize;
+        let (base, writable) = self.subscriber_area();
+        let area = |off: usize| off - layout::SUBSCRIBER_AREA as usize;
+        // SAFETY: `base` is the start of the 4096-byte subscriber page (in `map`, or a separate
+        // mapping of it), both living as long as `self`; REG_GEN and the `slots` slots lie inside
+        // it (SLOTS + 31 * SLOT_SIZE = 0x2000), 8-byte aligned. Every process accesses these
+        // words only atomically (docs/LAYOUT.md); through a read-only mapping this process only
+        // loads them (`writable` tells callers so).
+        let (reg_gen, slot_words) = unsafe {
+            (
+                &*base.add(area(layout::REG_GEN)).cast::<AtomicU64>(),
+                std::slice::from_raw_parts(
+                    base.add(area(layout::SLOTS)).cast::<AtomicU64>(),
+                    slots * layout::SLOT_WORDS,
+                ),
+            )
+        };
+        let header = self.header_words();
+        let registry = Registry::new(
+            &header[layout::word(offset::GATE_LIMIT)],
+            &header[layout::word(offset::EVICTIONS)],
+            reg_gen,
+            slot_words,
+        );
+        Some((registry, writable))
+    }
+
+    /// The lossless wake-up words (`gate_wake`, `producer_blocked`), if this process may store
+    /// to them.
+    pub(crate) fn gate_words(&self) -> Option<GateWords<'_>> {
+        let (base, writable) = self.subscriber_area();
+        if !writable {
+            return None;
+        }
+        let area = |off: usize| off - layout::SUBSCRIBER_AREA as usize;
+        // SAFETY: as in `registry`: both u32 words lie inside the subscriber page, 4-byte
+        // aligned, and are accessed only atomically by every process.
+        unsafe {
+            Some(GateWords {
+                wake: &*base.add(area(layout::GATE_WAKE)).cast::<AtomicU32>(),
+                blocked: &*base.add(area(layout::PRODUCER_BLOCKED)).cast::<AtomicU32>(),
+            })
+        }
+    }
+
     /// Stores `last_publish_ns` (producer only).
     pub(crate) fn set_last_publish_ns(&self, ns: u64) {
         self.header_words()[layout::word(offset::LAST_PUBLISH_NS)].store(ns, Ordering::Relaxed);
@@ -260,6 +333,8 @@ fn load_identity(words: &[AtomicU64]) -> Identity {
         producer_pid: get(offset::PRODUCER_PID),
         created_unix_ns: get(offset::CREATED_UNIX_NS),
         wake_barrier: get(offset::WAKE_BARRIER),
+        reader_slots: get(offset::READER_SLOTS),
+        max_block_ns: get(offset::MAX_BLOCK_NS),
     }
 }
 
@@ -295,6 +370,7 @@ pub(crate) fn create(
     mode: u32,
     replace_stale: bool,
     membarrier: bool,
+    lossless: Option<LosslessHeader>,
 ) -> Result<Mapping, Error> {
     let path = location.path();
     if let Some(reason) = layout::capacity_problem(capacity) {
@@ -304,7 +380,7 @@ pub(crate) fn create(
     // creates the new file first wins, the others then find a live producer.
     for _ in 0..3 {
         match location.open_file(true, Some(mode)) {
-            Ok(file) => return create_new(location, file, capacity, mode, membarrier),
+            Ok(file) => return create_new(location, file, capacity, mode, membarrier, lossless),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match existing_producer(location)? {
                     Existing::Alive { pid } => return Err(Error::ProducerAlive { path, pid }),
@@ -377,6 +453,7 @@ fn create_new(
     capacity: u64,
     mode: u32,
     membarrier: bool,
+    lossless: Option<LosslessHeader>,
 ) -> Result<Mapping, Error> {
     let path = location.path();
     let total = DATA_OFFSET + capacity;
@@ -419,7 +496,7 @@ fn create_new(
         wake_page: WakePage::InMap,
         file,
     };
-    init_header(&mapping, capacity, barrier);
+    init_header(&mapping, capacity, barrier, lossless);
     guard.0 = None;
     Ok(mapping)
 }
@@ -447,7 +524,20 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn init_header(mapping: &Mapping, capacity: u64, barrier: Barrier) {
+/// The fields of a lossless segment's gate block that are written once (docs/LAYOUT.md, "Gate
+/// block").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LosslessHeader {
+    pub reader_slots: u64,
+    pub max_block_ns: u64,
+}
+
+fn init_header(
+    mapping: &Mapping,
+    capacity: u64,
+    barrier: Barrier,
+    lossless: Option<LosslessHeader>,
+) {
     let words = mapping.header_words();
     let set = |off: usize, value: u64| words[layout::word(off)].store(value, Ordering::Relaxed);
     let now = SystemTime::now()
@@ -458,6 +548,14 @@ fn init_header(mapping: &Mapping, capacity: u64, barrier: Barrier) {
     set(offset::DATA_OFFSET, DATA_OFFSET);
     set(offset::CAPACITY, capacity);
     set(offset::FLAGS, 0);
+    if let Some(lossless) = lossless {
+        set(offset::FLAGS, layout::FLAG_LOSSLESS);
+        set(offset::READER_SLOTS, lossless.reader_slots);
+        set(offset::MAX_BLOCK_NS, lossless.max_block_ns);
+        // What the producer's first refresh computes with no reader registered; it stores it
+        // again before its first publish.
+        set(offset::GATE_LIMIT, capacity / 2 + 8);
+    }
     set(offset::EPOCH, 1);
     set(offset::PRODUCER_PID, u64::from(std::process::id()));
     set(offset::CREATED_UNIX_NS, now);
@@ -572,6 +670,18 @@ pub(crate) fn validate(path: &Path, id: &Identity, file_size: u64) -> Result<(),
         return Err(Error::UnsupportedFlags {
             path: path(),
             flags: id.flags,
+        });
+    }
+    if id.flags & layout::FLAG_LOSSLESS != 0
+        && !(1..=layout::MAX_READER_SLOTS).contains(&id.reader_slots)
+    {
+        return Err(Error::InvalidHeader {
+            path: path(),
+            reason: format!(
+                "reader_slots is {} on a lossless segment, expected 1 to {}",
+                id.reader_slots,
+                layout::MAX_READER_SLOTS
+            ),
         });
     }
     if id.data_offset != DATA_OFFSET {

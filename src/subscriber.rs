@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Error, RecvError};
+use crate::registration::{RegisterError, Registration};
 use crate::ring::{self, ReaderState, Ring, StartAt};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
@@ -73,6 +74,89 @@ pub struct Subscriber {
     state: ReaderState,
     location: Location,
     wait: WaitStrategy,
+    /// Registered (lossless) subscribers only.
+    lossless: Option<Box<Lossless>>,
+}
+
+/// A registered subscriber's lossless-mode state.
+#[derive(Debug)]
+struct Lossless {
+    /// `None` once the registration ended (the producer evicted this subscriber).
+    registration: Option<Registration>,
+    /// What the next read returns before anything else: the eviction notice, or the messages a
+    /// `Beginning` registrant passed over to reach the first protected one.
+    pending: Option<RecvError>,
+}
+
+/// How to open a segment as a [`Subscriber`]. Start from [`Subscriber::options`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use shmcast::{Publisher, StartAt, Subscriber, WaitStrategy};
+///
+/// let name = format!("/shmcast-doc-options-{}", std::process::id());
+/// let _publisher = Publisher::options().lossless(true).create(&name)?;
+/// let subscriber = Subscriber::options()
+///     .start(StartAt::Oldest)
+///     .wait_strategy(WaitStrategy::Spin)
+///     .lossless(true) // register: the producer will not overwrite what it has not read
+///     .open(&name)?;
+/// assert!(subscriber.is_registered());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SubscriberOptions {
+    start: StartAt,
+    wait: WaitStrategy,
+    lossless: bool,
+}
+
+impl SubscriberOptions {
+    /// Start at [`StartAt::Oldest`], wait with [`WaitStrategy::Block`], do not register.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where to start reading (default [`StartAt::Oldest`]).
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How blocking reads wait (default [`WaitStrategy::Block`]).
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Whether to register as a lossless reader (default `false`; docs/LAYOUT.md, "Lossless
+    /// mode"). Needs a segment created with
+    /// [`PublisherOptions::lossless`](crate::PublisherOptions::lossless), a free reader slot and
+    /// write access to the segment file; otherwise opening fails ([`Error::NotLossless`],
+    /// [`Error::NoFreeSlot`], [`Error::PermissionDenied`]) rather than reading lossy.
+    ///
+    /// A registered subscriber receives every message from where it registered: the producer
+    /// waits rather than overwrite one it has not read. It starts at `start`, or, if the
+    /// producer was already about to overwrite that message when the registration took effect,
+    /// at the oldest message it can still guarantee (with [`StartAt::Beginning`], the messages
+    /// passed over are reported as one [`RecvError::Lagged`] first, so everything since the
+    /// segment was created is still accounted for). If it holds the producer back for longer
+    /// than the segment's `max_block`, the producer evicts it: it gets [`RecvError::Evicted`]
+    /// once and reads on as a lossy subscriber. Dropping it unregisters it.
+    pub fn lossless(mut self, register: bool) -> Self {
+        self.lossless = register;
+        self
+    }
+
+    /// Opens the segment called `name` (see [`Subscriber::open`] for names and paths).
+    pub fn open(&self, name: &str) -> Result<Subscriber, Error> {
+        Subscriber::open_at(Location::parse(name)?, self)
+    }
+
+    /// Opens the segment stored in the file at `path`.
+    pub fn open_path(&self, path: impl AsRef<Path>) -> Result<Subscriber, Error> {
+        Subscriber::open_at(Location::File(path.as_ref().to_path_buf()), self)
+    }
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -96,29 +180,97 @@ impl Subscriber {
     /// names the same way. An empty name, one with a NUL byte, and a shared-memory name that
     /// POSIX does not allow (`/`, `.`, `..`, longer than 255 bytes) are [`Error::InvalidName`].
     pub fn open(name: &str, start: StartAt) -> Result<Self, Error> {
-        Self::open_at(Location::parse(name)?, start)
+        SubscriberOptions::new().start(start).open(name)
+    }
+
+    /// Options for opening a segment: where to start, how to wait, whether to register as a
+    /// lossless reader.
+    pub fn options() -> SubscriberOptions {
+        SubscriberOptions::new()
     }
 
     /// Opens the segment stored in the file at `path` (whatever its name looks like).
     pub fn open_path(path: impl AsRef<Path>, start: StartAt) -> Result<Self, Error> {
-        Self::open_at(Location::File(path.as_ref().to_path_buf()), start)
+        SubscriberOptions::new().start(start).open_path(path)
     }
 
-    fn open_at(location: Location, start: StartAt) -> Result<Self, Error> {
+    fn open_at(location: Location, options: &SubscriberOptions) -> Result<Self, Error> {
         let mapping = segment::open(&location)?;
-        let state = mapping
-            .ring()
-            .join(start)
-            .map_err(|e| Error::InvalidHeader {
+        let corrupt = |e: RecvError| Error::InvalidHeader {
+            path: location.path(),
+            reason: e.to_string(),
+        };
+        let (state, lossless) = if options.lossless {
+            let (registry, writable) = mapping.registry().ok_or_else(|| Error::NotLossless {
                 path: location.path(),
-                reason: e.to_string(),
             })?;
+            if !writable {
+                return Err(Error::PermissionDenied {
+                    action: "register as a lossless reader of (it needs write access to)",
+                    path: location.path(),
+                });
+            }
+            let registered =
+                Registration::register(registry, mapping.ring(), mapping.file(), options.start)
+                    .map_err(|e| match e {
+                        RegisterError::NoFreeSlot { slots } => Error::NoFreeSlot {
+                            path: location.path(),
+                            slots,
+                        },
+                        RegisterError::Join(e) => corrupt(e),
+                        RegisterError::Io(source) => Error::Io {
+                            action: "lock a reader slot of",
+                            path: location.path(),
+                            source,
+                        },
+                    })?;
+            let pending = (options.start == StartAt::Beginning && registered.skipped > 0)
+                .then_some(RecvError::Lagged {
+                    missed: registered.skipped,
+                });
+            let lossless = Lossless {
+                registration: Some(registered.registration),
+                pending,
+            };
+            (registered.state, Some(Box::new(lossless)))
+        } else {
+            (mapping.ring().join(options.start).map_err(corrupt)?, None)
+        };
         Ok(Subscriber {
             mapping,
             state,
             location,
-            wait: WaitStrategy::default(),
+            wait: options.wait,
+            lossless,
         })
+    }
+
+    /// Whether this subscriber is registered as a lossless reader (it asked to, and has not
+    /// been evicted).
+    pub fn is_registered(&self) -> bool {
+        self.lossless
+            .as_ref()
+            .is_some_and(|l| l.registration.is_some())
+    }
+
+    /// The reader slot this subscriber holds, if registered.
+    pub fn slot(&self) -> Option<usize> {
+        self.lossless
+            .as_ref()
+            .and_then(|l| l.registration.as_ref().map(Registration::slot))
+    }
+
+    /// Runs one read attempt, and for a registered subscriber the lossless bookkeeping around
+    /// it. A lossy subscriber pays one branch.
+    #[inline]
+    fn read_once<T>(
+        &mut self,
+        op: impl FnOnce(Ring<'_>, &mut ReaderState) -> Result<T, RecvError>,
+    ) -> Result<T, RecvError> {
+        match &mut self.lossless {
+            None => op(self.mapping.ring(), &mut self.state),
+            Some(lossless) => registered_read(lossless, &self.mapping, &mut self.state, op),
+        }
     }
 
     /// Copies the next message into `buf` (resized to the message's length) without blocking
@@ -129,7 +281,7 @@ impl Subscriber {
     /// were lost (read again to continue).
     #[inline]
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
-        self.mapping.ring().read_to_vec(&mut self.state, buf)
+        self.read_once(|ring, st| ring.read_to_vec(st, buf))
     }
 
     /// Like [`Self::try_recv`], but waits for a message as the [`WaitStrategy`] says. Never
@@ -192,7 +344,7 @@ impl Subscriber {
     /// holds any message.
     #[inline]
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Received, RecvError> {
-        read_into(self.mapping.ring(), &mut self.state, buf)
+        self.read_once(|ring, st| read_into(ring, st, buf))
     }
 
     /// Like [`Self::try_recv_into`], but waits for a message as the [`WaitStrategy`] says.
@@ -227,7 +379,7 @@ impl Subscriber {
     /// is not `size_of::<T>()` is consumed and reported as [`RecvError::SizeMismatch`].
     /// Otherwise as [`Self::try_recv`].
     pub fn try_recv_pod<T: Pod>(&mut self) -> Result<(u64, T), RecvError> {
-        read_pod(self.mapping.ring(), &mut self.state)
+        self.read_once(read_pod)
     }
 
     /// Like [`Self::try_recv_pod`], but waits for a message as the [`WaitStrategy`] says.
@@ -257,15 +409,16 @@ impl Subscriber {
         &mut self,
         f: impl FnOnce(MessageRef<'_>) -> R,
     ) -> Result<(u64, R), RecvError> {
-        let ring = self.mapping.ring();
-        let candidate = ring.peek(&mut self.state)?;
-        let result = f(MessageRef {
-            words: ring.payload(&candidate),
-            len: candidate.len(),
-            seq: candidate.seq(),
-        });
-        ring.confirm(&mut self.state, &candidate)?;
-        Ok((candidate.seq(), result))
+        self.read_once(|ring, st| {
+            let candidate = ring.peek(st)?;
+            let result = f(MessageRef {
+                words: ring.payload(&candidate),
+                len: candidate.len(),
+                seq: candidate.seq(),
+            });
+            ring.confirm(st, &candidate)?;
+            Ok((candidate.seq(), result))
+        })
     }
 
     /// The messages from here on, as an iterator of `(seq, payload)`: each item is read with
@@ -319,17 +472,23 @@ impl Subscriber {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(Ring<'_>, &mut ReaderState) -> Result<T, RecvError>,
     ) -> Result<T, RecvError> {
-        let (ring, mapping, location, state) = (
+        let (ring, mapping, location, state, lossless) = (
             self.mapping.ring(),
             &self.mapping,
             &self.location,
             &mut self.state,
+            &mut self.lossless,
         );
         wait::wait_for(
             self.wait,
             || mapping.wake_words(),
             deadline,
-            || attempt(ring, state),
+            // A registered subscriber publishes its progress whenever it finds nothing to
+            // read, so before it parks too.
+            || match lossless {
+                None => attempt(ring, state),
+                Some(l) => registered_read(l, mapping, state, &mut attempt),
+            },
             || segment_problem(mapping, location),
         )
     }
@@ -413,6 +572,7 @@ pub(crate) fn segment_info(mapping: &Mapping, path: PathBuf) -> SegmentInfo {
     let id = mapping.identity();
     let ring = mapping.ring();
     let snap = ring.snapshot();
+    let registry = mapping.registry().map(|(registry, _)| registry);
     SegmentInfo {
         path,
         version: id.version,
@@ -428,6 +588,64 @@ pub(crate) fn segment_info(mapping: &Mapping, path: PathBuf) -> SegmentInfo {
         intent: snap.intent,
         head: snap.head,
         latest: snap.latest,
+        lossless: registry.is_some(),
+        reader_slots: registry.map_or(0, |r| r.len()),
+        max_block: (registry.is_some() && id.max_block_ns != 0)
+            .then(|| Duration::from_nanos(id.max_block_ns)),
+        evictions: registry.map_or(0, |r| r.evictions()),
+        readers: registry.map_or_else(Vec::new, |r| r.readers(snap.next_seq, ring.approx_tail())),
+    }
+}
+
+/// One read attempt of a registered subscriber (docs/LAYOUT.md, "Reader progress"): what is
+/// pending first, then the read, then progress: every `capacity / 8` bytes after a read, and
+/// whatever is unpublished when there is nothing to read. An eviction ends the registration;
+/// it is reported instead of `Empty`, or on the next read after a message.
+#[inline]
+fn registered_read<T>(
+    lossless: &mut Lossless,
+    mapping: &Mapping,
+    st: &mut ReaderState,
+    op: impl FnOnce(Ring<'_>, &mut ReaderState) -> Result<T, RecvError>,
+) -> Result<T, RecvError> {
+    if let Some(pending) = lossless.pending.take() {
+        return Err(pending);
+    }
+    let result = op(mapping.ring(), st);
+    let Some(registration) = lossless.registration.as_mut() else {
+        return result;
+    };
+    let (Some((registry, _)), Some(words)) = (mapping.registry(), mapping.gate_words()) else {
+        return result;
+    };
+    let progress = match &result {
+        Ok(_) => registration.after_read(registry, words, st),
+        Err(RecvError::Empty) => registration.when_idle(registry, words, st),
+        Err(_) => Ok(()),
+    };
+    match progress {
+        Ok(()) => result,
+        Err(evicted) => {
+            if let Some(registration) = lossless.registration.take() {
+                registration.release(registry, mapping.file());
+            }
+            match result {
+                Ok(value) => {
+                    lossless.pending = Some(evicted);
+                    Ok(value)
+                }
+                Err(_) => Err(evicted),
+            }
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let registration = self.lossless.as_mut().and_then(|l| l.registration.take());
+        if let (Some(registration), Some((registry, _))) = (registration, self.mapping.registry()) {
+            registration.release(registry, self.mapping.file());
+        }
     }
 }
 
@@ -510,6 +728,17 @@ pub struct SegmentInfo {
     pub head: u64,
     /// Position of the newest message, if any.
     pub latest: Option<u64>,
+    /// Whether the segment is lossless (subscribers may register).
+    pub lossless: bool,
+    /// Number of reader slots (0 on a lossy segment).
+    pub reader_slots: usize,
+    /// How long a registered reader may hold the producer back before it is evicted (`None`:
+    /// never, or a lossy segment).
+    pub max_block: Option<Duration>,
+    /// How many registered readers the producer has evicted (stuck) or reclaimed (dead).
+    pub evictions: u64,
+    /// The registered readers, with their lag (lossless segments).
+    pub readers: Vec<crate::RegisteredReader>,
 }
 
 /// The messages of a [`Subscriber`], read one by one with [`Subscriber::recv`]: see
@@ -531,7 +760,7 @@ impl Iterator for Messages<'_> {
         let mut buf = Vec::new();
         match self.subscriber.recv(&mut buf) {
             Ok(seq) => Some(Ok((seq, buf))),
-            Err(lagged @ RecvError::Lagged { .. }) => Some(Err(lagged)),
+            Err(notice @ (RecvError::Lagged { .. } | RecvError::Evicted)) => Some(Err(notice)),
             Err(RecvError::ProducerGone { .. }) => {
                 self.ended = true;
                 None

@@ -1,0 +1,181 @@
+//! A reader's side of lossless mode (docs/LAYOUT.md, "Registering", "Reader progress"): taking a
+//! slot, publishing progress in batches, noticing an eviction, and giving the slot back.
+
+use std::fs::File;
+
+use crate::error::RecvError;
+use crate::gate::{slot_lock_offset, GateWords};
+use crate::liveness;
+use crate::registry::{self, Registry};
+use crate::ring::{ReaderState, Ring, StartAt};
+use crate::sync::{fence, futex_wake_all, Ordering};
+
+/// Why a registration failed (mapped to [`crate::Error`] by the subscriber, which knows the path).
+#[derive(Debug)]
+pub(crate) enum RegisterError {
+    /// Every slot is held by a live reader (or a squatter's read lock).
+    NoFreeSlot { slots: usize },
+    /// Joining found a corrupt ring.
+    Join(RecvError),
+    /// A lock call failed.
+    Io(std::io::Error),
+}
+
+/// A registered reader's slot.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    slot: usize,
+    gen: u64,
+    /// The last position stored to the slot.
+    published: u64,
+    /// Publish progress at least every this many bytes.
+    batch: u64,
+}
+
+/// What a registration starts with.
+pub(crate) struct Registered {
+    pub registration: Registration,
+    pub state: ReaderState,
+    /// Messages passed over while moving to the first protected record.
+    pub skipped: u64,
+}
+
+impl Registration {
+    /// Registers through `file` (opened for writing; its open file description holds the slot
+    /// lock for as long as it lives), joining at `start`.
+    pub(crate) fn register(
+        reg: Registry<'_>,
+        ring: Ring<'_>,
+        file: &File,
+        start: StartAt,
+    ) -> Result<Registered, RegisterError> {
+        let slot = take_free_slot(reg, file)?;
+        let joined = (|| {
+            let mut st = ring.join(start)?;
+            let gen = reg.activate(
+                slot,
+                st.pos(),
+                st.seq(),
+                u64::from(std::process::id()),
+                now_ns(),
+            );
+            let gate = reg.announce_registration();
+            let capacity = ring.capacity();
+            let mut skipped = 0;
+            if st.pos().saturating_add(capacity) < gate {
+                // The join is older than what the gate in force protects: join again, now that
+                // the producer cannot go past `gate` without seeing this slot, and move to the
+                // first protected record.
+                st = ring.join(start)?;
+                skipped = ring.skip_to(&mut st, gate - capacity)?;
+                reg.publish_progress(slot, st.pos(), st.seq());
+            }
+            Ok((gen, st, skipped))
+        })();
+        match joined {
+            Ok((gen, state, skipped)) => Ok(Registered {
+                registration: Registration {
+                    slot,
+                    gen,
+                    published: state.pos(),
+                    batch: (ring.capacity() / 8).max(8),
+                },
+                state,
+                skipped,
+            }),
+            Err(e) => {
+                let _ = liveness::unlock_byte(file, slot_lock_offset(slot));
+                Err(RegisterError::Join(e))
+            }
+        }
+    }
+
+    /// The slot this reader holds.
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// After a read: publishes progress if a batch has been consumed. `Err(Evicted)` if the
+    /// producer evicted this reader (the registration is then over; the reader is lossy).
+    #[inline]
+    pub(crate) fn after_read(
+        &mut self,
+        reg: Registry<'_>,
+        words: GateWords<'_>,
+        st: &ReaderState,
+    ) -> Result<(), RecvError> {
+        if st.pos().wrapping_sub(self.published) >= self.batch {
+            self.publish(reg, words, st, false)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// When nothing is left to read (and so before parking): publishes whatever progress is not
+    /// yet published, so a producer waiting for this reader can go on, and wakes it if it
+    /// sleeps. This is the reader half of a Dekker pair with the blocked producer (progress
+    /// store, full fence, load of `producer_blocked`), so a reader that then parks can never
+    /// leave a producer asleep waiting for it. A reader finds nothing to read only when it is
+    /// faster than the producer, so the fence costs it idle time, not throughput.
+    #[inline]
+    pub(crate) fn when_idle(
+        &mut self,
+        reg: Registry<'_>,
+        words: GateWords<'_>,
+        st: &ReaderState,
+    ) -> Result<(), RecvError> {
+        if st.pos() != self.published {
+            self.publish(reg, words, st, true)
+        } else {
+            Ok(())
+        }
+    }
+
+    #[cold]
+    fn publish(
+        &mut self,
+        reg: Registry<'_>,
+        words: GateWords<'_>,
+        st: &ReaderState,
+        dekker: bool,
+    ) -> Result<(), RecvError> {
+        reg.publish_progress(self.slot, st.pos(), st.seq());
+        self.published = st.pos();
+        if dekker {
+            fence(Ordering::SeqCst);
+        }
+        // Without the fence (a batch while busy) only a hint: a producer that misses it looks
+        // again within its probe interval, and this reader will publish again when idle.
+        if words.blocked.load(Ordering::Relaxed) != 0 {
+            words.wake.fetch_add(1, Ordering::Release);
+            futex_wake_all(words.wake);
+        }
+        match reg.owner_state(self.slot, self.gen) {
+            registry::ACTIVE => Ok(()),
+            _ => Err(RecvError::Evicted),
+        }
+    }
+
+    /// Gives the slot back (unregistering, or after an eviction): frees it if it is still this
+    /// registration's, then releases the lock.
+    pub(crate) fn release(self, reg: Registry<'_>, file: &File) {
+        reg.deactivate(self.slot, self.gen);
+        let _ = liveness::unlock_byte(file, slot_lock_offset(self.slot));
+    }
+}
+
+/// Step 1 of registering: the first slot whose lock this process can take.
+fn take_free_slot(reg: Registry<'_>, file: &File) -> Result<usize, RegisterError> {
+    for slot in 0..reg.len() {
+        if liveness::try_lock_byte(file, slot_lock_offset(slot)).map_err(RegisterError::Io)? {
+            return Ok(slot);
+        }
+    }
+    Err(RegisterError::NoFreeSlot { slots: reg.len() })
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,0 +1,153 @@
+//! Loom models of lossless mode: a reader registering while the producer refreshes its gate,
+//! reader progress against the producer's overwrites, and eviction against slot reuse.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib loom`.
+
+use super::*;
+use crate::error::RecvError;
+use crate::ring::{HeapRing, StartAt, WriterState};
+use crate::sync::spin_hint;
+use loom::sync::Arc;
+use loom::thread;
+
+/// 128-byte ring: four 16-byte messages (32-byte records) fill it.
+const CAP: u64 = 128;
+
+fn payload(seq: u64) -> Vec<u8> {
+    [seq * 1000 + 1, seq * 1000 + 2]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
+}
+
+/// Publishes message `seq` through the gate as a lossless producer does, refreshing when it
+/// needs room and yielding while a reader holds it back.
+fn publish_gated(
+    heap: &HeapRing,
+    reg: Registry<'_>,
+    w: &mut WriterState,
+    cache: &mut ScanCache,
+    seq: u64,
+) {
+    let ring = heap.ring();
+    loop {
+        match ring.try_publish(w, &payload(seq)) {
+            Ok(published) => {
+                assert_eq!(published, seq);
+                return;
+            }
+            Err(limit) => {
+                let r = reg.refresh(cache, w.announced(), w.tail(), CAP);
+                w.set_gate(r.gate);
+                if r.gate < limit {
+                    spin_hint();
+                }
+            }
+        }
+    }
+}
+
+/// Registers a reader as docs/LAYOUT.md, "Registering", says: join, activate, announce, and
+/// move forward if the join is no longer protected by the gate in force.
+fn register(
+    ring: &crate::ring::Ring<'_>,
+    reg: Registry<'_>,
+    start: StartAt,
+) -> crate::ring::ReaderState {
+    let mut st = ring.join(start).unwrap();
+    reg.activate(0, st.pos(), st.seq(), 1, 0);
+    let gate = reg.announce_registration();
+    if st.pos() + CAP < gate {
+        st = ring.join(start).unwrap();
+        ring.skip_to(&mut st, gate - CAP).unwrap();
+        assert!(
+            st.pos() + CAP >= gate,
+            "moved forward to a protected record"
+        );
+        reg.publish_progress(0, st.pos(), st.seq());
+    }
+    st
+}
+
+/// A reader registers while the producer publishes `total` messages, `before` of them before
+/// the reader starts. The registered reader must receive every message from where it
+/// registered, intact and in order, and never be lapped: the producer may not overwrite what
+/// it has not read. This fails if the Dekker pair between the producer's refresh and the
+/// registration is weakened, or if progress is published without release.
+fn registration_model(before: u64, total: u64, start: StartAt) {
+    loom::model(move || {
+        let heap = Arc::new(HeapRing::new(CAP));
+        let words = Arc::new(HeapRegistry::new(1));
+        let mut w = WriterState::new();
+        let mut cache = ScanCache::default();
+        // A lossless producer starts gated: its first gate is published before any publish.
+        let first = words.registry().refresh(&mut cache, 0, 0, CAP);
+        w.set_gate(first.gate);
+        for seq in 1..=before {
+            publish_gated(&heap, words.registry(), &mut w, &mut cache, seq);
+        }
+        let reader = {
+            let (heap, words) = (heap.clone(), words.clone());
+            thread::spawn(move || {
+                let ring = heap.ring();
+                let reg = words.registry();
+                let mut st = register(&ring, reg, start);
+                let mut buf = Vec::new();
+                while st.seq() <= total {
+                    match ring.read_to_vec(&mut st, &mut buf) {
+                        Ok(seq) => {
+                            assert_eq!(buf, payload(seq), "torn payload {seq}");
+                            reg.publish_progress(0, st.pos(), st.seq());
+                        }
+                        Err(RecvError::Empty) => spin_hint(),
+                        Err(e) => panic!("a registered reader got {e:?}"),
+                    }
+                }
+            })
+        };
+        for seq in before + 1..=total {
+            publish_gated(&heap, words.registry(), &mut w, &mut cache, seq);
+        }
+        reader.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_lossless_registration_at_next_races_the_gate() {
+    registration_model(3, 7, StartAt::Next);
+}
+
+#[test]
+fn loom_lossless_registration_at_oldest_races_the_gate() {
+    registration_model(4, 7, StartAt::Oldest);
+}
+
+/// The producer evicts the slot it saw (generation 1) while its owner leaves and a new reader
+/// registers in it: the new owner must never be evicted by the stale observation (no ABA), and
+/// exactly one of "evicted" or "freed" happens to the old registration.
+#[test]
+fn loom_lossless_eviction_never_hits_a_new_owner() {
+    loom::model(|| {
+        let words = Arc::new(HeapRegistry::new(1));
+        let reg = words.registry();
+        let gen1 = reg.activate(0, 0, 1, 1, 0);
+        let observed = reg.view(0).state;
+        let owners = {
+            let words = words.clone();
+            thread::spawn(move || {
+                let reg = words.registry();
+                reg.deactivate(0, gen1);
+                reg.activate(0, 64, 2, 2, 0)
+            })
+        };
+        let evicted = reg.cut_loose(0, observed, EVICTED);
+        let gen2 = owners.join().unwrap();
+        assert_eq!(gen2, gen1 + 1);
+        assert_eq!(
+            reg.owner_state(0, gen2),
+            ACTIVE,
+            "the new owner was evicted"
+        );
+        assert_eq!(reg.evictions(), u64::from(evicted));
+    });
+}
