@@ -174,5 +174,67 @@ fn time_reads(
     total
 }
 
-criterion_group!(benches, publish, publish_then_read, read);
+/// Lossless mode against lossy, in the same run: the same 64-byte publish (and, in one thread,
+/// publish then read) on a lossy segment and on a lossless one with a registered reader that
+/// keeps up. The registered reader publishes its progress every capacity/8 bytes and whenever it
+/// finds the ring empty; the producer looks at the slots about once per half ring.
+fn lossless(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut group = c.benchmark_group("lossless");
+    let payload = [0x5Au8; 64];
+    group.throughput(Throughput::Bytes(64));
+    for lossless in [false, true] {
+        let mode = if lossless { "lossless" } else { "lossy" };
+        let name = format!("/shmcast-bench-ll-{mode}-{}", std::process::id());
+        let mut publisher = Publisher::options()
+            .capacity(4 << 20)
+            .lossless(lossless)
+            .create(&name)
+            .expect("create bench segment");
+        let mut subscriber = Subscriber::options()
+            .start(StartAt::Next)
+            .lossless(lossless)
+            .open(&name)
+            .expect("open bench segment");
+        let mut buf = [0u8; 64];
+        group.bench_function(BenchmarkId::new("publish+read", mode), |b| {
+            b.iter(|| {
+                publisher.publish(&payload).unwrap();
+                let r = subscriber.try_recv_into(&mut buf).unwrap();
+                black_box(checksum(&buf[..r.len]));
+            })
+        });
+        drop(subscriber);
+
+        // A reader thread that keeps up, copying and summing every message.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut subscriber = Subscriber::options()
+            .start(StartAt::Next)
+            .lossless(lossless)
+            .open(&name)
+            .expect("open bench segment");
+        let reader = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let mut sum = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(r) = subscriber.try_recv_into(&mut buf) {
+                        sum = sum.wrapping_add(checksum(&buf[..r.len]));
+                    }
+                }
+                sum
+            })
+        };
+        group.bench_function(BenchmarkId::new("publish, reader thread", mode), |b| {
+            b.iter(|| publisher.publish(black_box(&payload)).unwrap())
+        });
+        stop.store(true, Ordering::Relaxed);
+        black_box(reader.join().unwrap());
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish, publish_then_read, read, lossless);
 criterion_main!(benches);

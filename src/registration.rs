@@ -95,44 +95,30 @@ impl Registration {
         self.slot
     }
 
-    /// After a read: publishes progress if a batch has been consumed. `Err(Evicted)` if the
-    /// producer evicted this reader (the registration is then over; the reader is lossy).
+    /// After a read: whether a batch has been consumed since progress was last published, so
+    /// it is time to [`Self::publish`] it (without the fence).
     #[inline]
-    pub(crate) fn after_read(
-        &mut self,
-        reg: Registry<'_>,
-        words: GateWords<'_>,
-        st: &ReaderState,
-    ) -> Result<(), RecvError> {
-        if st.pos().wrapping_sub(self.published) >= self.batch {
-            self.publish(reg, words, st, false)
-        } else {
-            Ok(())
-        }
+    pub(crate) fn batch_due(&self, st: &ReaderState) -> bool {
+        st.pos().wrapping_sub(self.published) >= self.batch
     }
 
-    /// When nothing is left to read (and so before parking): publishes whatever progress is not
-    /// yet published, so a producer waiting for this reader can go on, and wakes it if it
-    /// sleeps. This is the reader half of a Dekker pair with the blocked producer (progress
-    /// store, full fence, load of `producer_blocked`), so a reader that then parks can never
-    /// leave a producer asleep waiting for it. A reader finds nothing to read only when it is
-    /// faster than the producer, so the fence costs it idle time, not throughput.
+    /// When nothing is left to read: whether some progress is unpublished, so it is time to
+    /// [`Self::publish`] it (with the fence).
     #[inline]
-    pub(crate) fn when_idle(
-        &mut self,
-        reg: Registry<'_>,
-        words: GateWords<'_>,
-        st: &ReaderState,
-    ) -> Result<(), RecvError> {
-        if st.pos() != self.published {
-            self.publish(reg, words, st, true)
-        } else {
-            Ok(())
-        }
+    pub(crate) fn idle_due(&self, st: &ReaderState) -> bool {
+        st.pos() != self.published
     }
 
+    /// Publishes progress; `Err(Evicted)` if the producer evicted this reader (the
+    /// registration is then over; the reader is lossy).
+    ///
+    /// `dekker`: when the reader found nothing to read (and so before it parks), the store is
+    /// followed by a full fence before the load of `producer_blocked`: the reader half of a
+    /// Dekker pair with the blocked producer, so a reader that then parks can never leave a
+    /// producer asleep waiting for it. A reader finds nothing to read only when it is faster
+    /// than the producer, so the fence costs it idle time, not throughput.
     #[cold]
-    fn publish(
+    pub(crate) fn publish(
         &mut self,
         reg: Registry<'_>,
         words: GateWords<'_>,

@@ -138,6 +138,9 @@ pub(crate) struct Mapping {
     /// process cannot issue the barrier a parking reader needs (it then does not park).
     barrier: Option<Barrier>,
     wake_page: WakePage,
+    /// Reader slots of a lossless segment (`reader_slots`, validated at open); 0 on a lossy one.
+    /// Fixed before `magic`, so read once rather than on every registered read.
+    reader_slots: usize,
     /// Kept open: the producer's liveness lock lives on it (docs/LAYOUT.md, "Producer
     /// liveness"), and subscribers test that lock through it.
     file: File,
@@ -234,13 +237,13 @@ impl Mapping {
     /// The gate words and reader slots of a lossless segment (docs/LAYOUT.md, "Lossless mode"),
     /// and whether this process may store to the slots (`false`: it can only look). `None` on a
     /// lossy segment.
+    #[inline]
     pub(crate) fn registry(&self) -> Option<(Registry<'_>, bool)> {
-        let id = self.identity();
-        if id.flags & layout::FLAG_LOSSLESS == 0 {
+        if self.reader_slots == 0 {
             return None;
         }
-        // Validated at open (1..=31) and written by this crate at creation.
-        let slots = id.reader_slots.min(layout::MAX_READER_SLOTS) as usize;
+        // Validated at open (1..=31) and by the publisher's options at creation.
+        let slots = self.reader_slots.min(layout::MAX_READER_SLOTS as usize);
         let (base, writable) = self.subscriber_area();
         let area = |off: usize| off - layout::SUBSCRIBER_AREA as usize;
         // SAFETY: `base` is the start of the 4096-byte subscriber page (in `map`, or a separate
@@ -494,6 +497,7 @@ fn create_new(
         capacity,
         barrier: Some(barrier),
         wake_page: WakePage::InMap,
+        reader_slots: lossless.map_or(0, |l| l.reader_slots as usize),
         file,
     };
     init_header(&mapping, capacity, barrier, lossless);
@@ -634,6 +638,11 @@ pub(crate) fn map_validated(file: File, path: PathBuf, writable: bool) -> Result
         capacity: id.capacity,
         barrier: reader_barrier(id.wake_barrier),
         wake_page,
+        reader_slots: if id.flags & layout::FLAG_LOSSLESS != 0 {
+            id.reader_slots as usize
+        } else {
+            0
+        },
         file,
     })
 }

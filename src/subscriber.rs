@@ -615,14 +615,15 @@ fn registered_read<T>(
     let Some(registration) = lossless.registration.as_mut() else {
         return result;
     };
+    let dekker = match &result {
+        Ok(_) if registration.batch_due(st) => false,
+        Err(RecvError::Empty) if registration.idle_due(st) => true,
+        _ => return result,
+    };
     let (Some((registry, _)), Some(words)) = (mapping.registry(), mapping.gate_words()) else {
         return result;
     };
-    let progress = match &result {
-        Ok(_) => registration.after_read(registry, words, st),
-        Err(RecvError::Empty) => registration.when_idle(registry, words, st),
-        Err(_) => Ok(()),
-    };
+    let progress = registration.publish(registry, words, st, dekker);
     match progress {
         Ok(()) => result,
         Err(evicted) => {

@@ -34,13 +34,19 @@ fn get_word(bytes: &[u8], at: usize) -> u64 {
 /// Builds a segment with the real publisher in a temporary file and returns its bytes, with the
 /// pid and creation time fixed.
 fn build(messages: &[Vec<u8>]) -> Vec<u8> {
+    build_with(messages, PublisherOptions::new())
+}
+
+/// [`build`] with `options` (capacity and unlinking are set here).
+fn build_with(messages: &[Vec<u8>], options: PublisherOptions) -> Vec<u8> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = std::env::temp_dir().join(format!(
         "shmcast-golden-{}-{}",
         std::process::id(),
-        messages.len()
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = fs::remove_file(&path);
-    let mut publisher = PublisherOptions::new()
+    let mut publisher = options
         .capacity(CAPACITY)
         .unlink_on_drop(false)
         .create_path(&path)
@@ -97,6 +103,14 @@ struct Golden {
 
 fn goldens() -> Vec<Golden> {
     let few_bytes = build(&few());
+    // Lossless (docs/LAYOUT.md, "Lossless mode"): 3 reader slots, max_block 2 s, none registered.
+    let lossless_bytes = build_with(
+        &wrapped(),
+        PublisherOptions::new()
+            .lossless(true)
+            .reader_slots(3)
+            .max_block(Some(std::time::Duration::from_secs(2))),
+    );
     let wrapped_bytes = build(&wrapped());
     let patched = |base: &[u8], at: usize, value: u64| {
         let mut b = base.to_vec();
@@ -146,10 +160,22 @@ fn goldens() -> Vec<Golden> {
             patched(&few_bytes, offset::VERSION, 2),
             "unsupported_version",
         ),
+        // Bit 0 is lossless mode; bit 1 is unknown.
         bad(
             "unsupported_flags",
-            patched(&few_bytes, offset::FLAGS, 1),
+            patched(&few_bytes, offset::FLAGS, 2),
             "unsupported_flags",
+        ),
+        ok("lossless", lossless_bytes.clone()),
+        bad(
+            "lossless_no_slots",
+            patched(&lossless_bytes, offset::READER_SLOTS, 0),
+            "invalid_header",
+        ),
+        bad(
+            "lossless_too_many_slots",
+            patched(&lossless_bytes, offset::READER_SLOTS, 32),
+            "invalid_header",
         ),
         bad(
             "invalid_header",

@@ -71,7 +71,25 @@ struct PublishArgs {
     /// Leave the segment in place when the command exits.
     #[arg(long)]
     keep: bool,
+    /// Create a lossless segment: readers that register (`tail --lossless`) hold the producer
+    /// back instead of losing messages.
+    #[arg(long)]
+    lossless: bool,
+    /// Reader slots of a lossless segment: how many readers can register at once (1 to 31).
+    #[arg(long, default_value_t = shmcast::DEFAULT_READER_SLOTS, requires = "lossless",
+          value_parser = clap::value_parser!(u64).range(1..=31))]
+    readers: u64,
+    /// Evict a registered reader that holds the producer back this long (SECONDS, or `never`).
+    #[arg(long, default_value = "2", requires = "lossless", value_parser = parse_max_block)]
+    max_block: MaxBlock,
+    /// Publish nothing until N readers have registered, so they miss nothing from message 1.
+    #[arg(long, value_name = "N", requires = "lossless")]
+    wait_readers: Option<usize>,
 }
+
+/// `--max-block`: a duration, or never.
+#[derive(Clone, Copy)]
+struct MaxBlock(Option<Duration>);
 
 #[derive(clap::Args)]
 struct TailArgs {
@@ -96,6 +114,10 @@ struct TailArgs {
     /// the producer publishes; no CPU while idle).
     #[arg(long, default_value = "block")]
     wait: WaitStrategy,
+    /// Register as a lossless reader: the producer waits rather than overwrite a message this
+    /// reader has not read (the segment must be created with `publish --lossless`).
+    #[arg(long)]
+    lossless: bool,
 }
 
 #[derive(clap::Args)]
@@ -156,9 +178,16 @@ fn publish(args: PublishArgs) -> Result<()> {
     let options = PublisherOptions::new()
         .capacity(args.capacity)
         .mode(args.mode)
-        .unlink_on_drop(!args.keep);
+        .unlink_on_drop(!args.keep)
+        .lossless(args.lossless)
+        .reader_slots(args.readers)
+        .max_block(args.max_block.0);
     // `docs/CLI.md`, "Naming a segment": the library reads NAME by the same rule.
     let mut publisher = options.create(&args.name)?;
+    if let Some(n) = args.wait_readers {
+        eprintln!("shmcast: waiting for {n} readers to register");
+        publisher.wait_for_readers(n, None)?;
+    }
     match args.count {
         Some(count) => publish_generated(&mut publisher, count, args.size, args.rate),
         None => publish_lines(&mut publisher),
@@ -211,8 +240,11 @@ struct Totals {
 }
 
 fn tail(args: TailArgs) -> Result<()> {
-    let mut subscriber = Subscriber::open(&args.name, args.from)?;
-    subscriber.set_wait_strategy(args.wait);
+    let mut subscriber = Subscriber::options()
+        .start(args.from)
+        .wait_strategy(args.wait)
+        .lossless(args.lossless)
+        .open(&args.name)?;
     let mut buf = vec![0u8; subscriber.max_payload()];
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -258,6 +290,11 @@ fn tail(args: TailArgs) -> Result<()> {
                         printable(payload)
                     )?;
                 }
+            }
+            // Reported once; reading goes on, lossy, with exact `lagged` counts from here on.
+            Err(e @ RecvError::Evicted) => {
+                out.flush()?;
+                eprintln!("shmcast: {e}");
             }
             Err(RecvError::Lagged { missed }) => {
                 totals.lagged += missed;
@@ -340,6 +377,19 @@ fn inspect(args: InspectArgs) -> Result<()> {
             "head": info.head,
             "latest": info.latest,
             "intent": info.intent,
+            "lossless": info.lossless,
+            "reader_slots": info.reader_slots,
+            "max_block_ns": info.max_block.map(|d| d.as_nanos() as u64),
+            "evictions": info.evictions,
+            "readers": info.readers.iter().map(|r| serde_json::json!({
+                "slot": r.slot,
+                "pid": r.pid,
+                "state": if r.evicted { "evicted" } else { "active" },
+                "next_seq": r.next_seq,
+                "position": r.position,
+                "lag_messages": r.lag_messages,
+                "lag_bytes": r.lag_bytes,
+            })).collect::<Vec<_>>(),
         });
         writeln!(out, "{value}")?;
     } else {
@@ -388,6 +438,29 @@ fn inspect(args: InspectArgs) -> Result<()> {
             info.latest.map_or("-".to_owned(), |l| l.to_string()),
             info.intent
         )?;
+        if info.lossless {
+            writeln!(
+                out,
+                "lossless        {} of {} reader slots registered, max block {}, {} evicted so far",
+                info.readers.len(),
+                info.reader_slots,
+                info.max_block
+                    .map_or("never".to_owned(), |d| format!("{} s", d.as_secs_f64())),
+                info.evictions
+            )?;
+            for r in &info.readers {
+                writeln!(
+                    out,
+                    "  slot {:<2}       pid {}, {}, next seq {}, {} messages ({} bytes) behind",
+                    r.slot,
+                    r.pid,
+                    if r.evicted { "evicted" } else { "active" },
+                    r.next_seq,
+                    r.lag_messages,
+                    r.lag_bytes
+                )?;
+            }
+        }
     }
     Ok(())
 }
@@ -410,6 +483,19 @@ fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     n.checked_shl(shift)
         .filter(|v| v >> shift == n)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_max_block(s: &str) -> std::result::Result<MaxBlock, String> {
+    if s == "never" {
+        return Ok(MaxBlock(None));
+    }
+    parse_seconds(s).and_then(|d| {
+        if d.is_zero() {
+            Err("--max-block must be more than 0 seconds (or `never`)".to_owned())
+        } else {
+            Ok(MaxBlock(Some(d)))
+        }
+    })
 }
 
 fn parse_mode(s: &str) -> std::result::Result<u32, String> {

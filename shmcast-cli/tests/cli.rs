@@ -370,17 +370,22 @@ fn inspect_reports_the_header_as_json_and_as_text() {
             "capacity",
             "created_unix_ns",
             "epoch",
+            "evictions",
             "head",
             "intent",
             "last_publish_unix_ns",
             "latest",
             "layout_version",
+            "lossless",
+            "max_block_ns",
             "max_payload",
             "next_seq",
             "oldest_seq",
             "path",
             "producer_alive",
-            "producer_pid"
+            "producer_pid",
+            "reader_slots",
+            "readers"
         ]
     );
     let position = |key: &str| {
@@ -537,10 +542,12 @@ fn damaged_segment_files_are_refused() {
         bytes[offset..offset + 8].copy_from_slice(&word.to_le_bytes());
         bytes
     };
-    let cases: [(Vec<u8>, &str); 5] = [
+    let cases: [(Vec<u8>, &str); 6] = [
         (good[..8192 + 1024].to_vec(), "header describes"),
         (with(0x008, 2), "layout version 2"),
-        (with(0x020, 1), "unknown feature flags"),
+        (with(0x020, 2), "unknown feature flags"),
+        // Lossless (bit 0) without reader slots.
+        (with(0x020, 1), "corrupt header"),
         (with(0x018, 5000), "corrupt header"),
         (with(0x010, 4096), "corrupt header"),
     ];
@@ -659,4 +666,61 @@ fn usage_errors_exit_with_status_2() {
     let output = shmcast("--help", "");
     assert_ok(&output);
     assert!(stdout(&output).contains("publish"));
+}
+
+/// Lossless mode from the shell: a producer that waits for two registered tails, which then
+/// receive every one of the messages through a ring far too small to hold them; `inspect` lists
+/// them while they read; a tail cannot register on a lossy segment.
+#[test]
+fn lossless_publish_and_tails_lose_nothing() {
+    let (name, _cleanup) = shm_name("ll");
+    let count = 100_000u64;
+    let mut producer = command(
+        &format!("publish NAME --lossless --readers 4 --capacity 16K --count {count} --size 0-1000 --wait-readers 2 --keep"),
+        &name,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The producer prints this once the segment exists.
+    let mut err = BufReader::new(producer.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert_eq!(line, "shmcast: waiting for 2 readers to register\n");
+    let tails: Vec<Child> = ["block", "spin"]
+        .iter()
+        .map(|wait| {
+            command(
+                &format!("tail NAME --lossless --from beginning --verify --count {count} --timeout 20 --wait {wait}"),
+                &name,
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let info = inspect_json(&name);
+    assert_eq!(info["lossless"], true, "{info}");
+    assert_eq!(info["reader_slots"], 4, "{info}");
+    for tail in tails {
+        let out = tail.wait_with_output().unwrap();
+        assert_ok(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("received={count} lagged=0 corrupt=0\n")
+        );
+    }
+    assert!(producer.wait().unwrap().success());
+    let info = inspect_json(&name);
+    assert_eq!(info["readers"], serde_json::json!([]), "{info}");
+    assert_eq!(info["evictions"], 0, "{info}");
+
+    let (lossy, _cleanup) = shm_name("ll-lossy");
+    assert_ok(&shmcast("publish NAME --count 1 --keep", &lossy));
+    assert_error(
+        &shmcast("tail NAME --lossless --timeout 0", &lossy),
+        "is not a lossless segment",
+    );
 }
