@@ -4,8 +4,12 @@
 // (wrap-around, padding, laps, hostile mutations, fuzz seeds) without the
 // Rust producer. It trusts its caller. A Writer made by Create holds the
 // producer's liveness lock (docs/LAYOUT.md, "Producer liveness") until Kill
-// or the returned release function drops it. The real producer is the Rust
-// crate.
+// or the returned release function drops it. On a lossless segment
+// (InitLossless, CreateLossless; lossless.go) it is also a minimal gated
+// producer: the refresh of gate_limit over the ACTIVE slots, never
+// announcing past the gate (TryPublish, PublishWait, which waits on
+// gate_wake with producer_blocked set), and Evict; it neither reclaims dead
+// readers nor evicts by itself. The real producer is the Rust crate.
 package segtest
 
 import (
@@ -47,6 +51,12 @@ type Writer struct {
 	head     uint64
 	wakes    atomic.Uint64 // FUTEX_WAKE calls made by step 9
 	lock     *os.File      // holds the liveness lock (Create); nil for heap segments
+
+	// Lossless mode (lossless.go).
+	slots     int           // reader slots; 0: a lossy segment
+	announced uint64        // the last value stored to intent
+	gate      uint64        // the last gate_limit stored
+	blocked   atomic.Uint64 // publishes of PublishWait that waited
 }
 
 // NewMem returns a zeroed, 8-byte aligned buffer of n bytes on the heap.
@@ -73,6 +83,9 @@ func (w *Writer) init() {
 	w.Store(OffPID, 4242) // fixed, so regenerated fixtures do not change
 	w.Store(OffCreated, 1_700_000_000_000_000_000)
 	w.Store(OffLatest, ^uint64(0))
+	if w.slots > 0 {
+		w.initLossless()
+	}
 	w.Store(0, Magic)
 }
 
@@ -88,6 +101,10 @@ func NewHeap(capacity uint64) *Writer {
 // the returned function. An existing file at path is truncated and reused
 // (not replaced: use os.Remove first for a new inode).
 func Create(path string, capacity uint64) (*Writer, func(), error) {
+	return create(path, capacity, 0)
+}
+
+func create(path string, capacity uint64, slots int) (*Writer, func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, nil, err
@@ -117,7 +134,7 @@ func Create(path string, capacity uint64) (*Writer, func(), error) {
 		lf.Close()
 		return nil, nil, err
 	}
-	w := &Writer{Mem: mem, Capacity: capacity, nextSeq: 1, lock: lf}
+	w := &Writer{Mem: mem, Capacity: capacity, nextSeq: 1, lock: lf, slots: slots}
 	w.init()
 	return w, func() { w.Kill(); syscall.Munmap(mem) }, nil
 }
@@ -180,7 +197,10 @@ func (w *Writer) Publish(payload []byte) (seq, pos uint64) {
 	}
 	end := pos + span
 	limit := end + 8
-	// 4. evict
+	// 4. the gate of a lossless segment (lossless.go), then evict
+	if !w.admit(limit) {
+		panic(fmt.Sprintf("segtest: Publish held back by a registered reader (gate %d, limit %d): use TryPublish or PublishWait", w.gate, limit))
+	}
 	if limit > capacity {
 		old := w.head
 		for w.head < limit-capacity {
@@ -199,6 +219,7 @@ func (w *Writer) Publish(payload []byte) (seq, pos uint64) {
 	// 5. intent (Go atomics are sequentially consistent: the store is also
 	// the fence)
 	w.Store(OffIntent, limit)
+	w.announced = limit
 	// 6. length, payload, cleared next word
 	w.Store(w.RingOff(pos+8), n)
 	var buf [8]byte
