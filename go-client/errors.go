@@ -30,7 +30,8 @@ var (
 	ErrUnsupportedVersion = errors.New("shmcast: unsupported layout version")
 	// ErrUnsupportedFlags: the header has a flag bit this reader does not know.
 	ErrUnsupportedFlags = errors.New("shmcast: unsupported flags")
-	// ErrInvalidHeader: data_offset or capacity is out of range.
+	// ErrInvalidHeader: data_offset or capacity is out of range, or a
+	// lossless segment's reader_slots is not between 1 and 31.
 	ErrInvalidHeader = errors.New("shmcast: invalid header")
 	// ErrSizeMismatch: the file size is not data_offset + capacity.
 	ErrSizeMismatch = errors.New("shmcast: segment size does not match its header")
@@ -104,7 +105,7 @@ func (e *NameError) Unwrap() error { return ErrInvalidName }
 type HeaderError struct {
 	Path  string // file that was opened
 	Err   error  // the sentinel
-	Field string // "size", "magic", "version", "flags", "data_offset" or "capacity"
+	Field string // "size", "magic", "version", "flags", "data_offset", "capacity" or "reader_slots"
 	Got   uint64 // the value found
 	Want  uint64 // the value expected, where there is a single one
 }
@@ -116,6 +117,8 @@ func (e *HeaderError) Error() string {
 		return fmt.Sprintf("%s: %s %#x", prefix, e.Field, e.Got)
 	case "capacity":
 		return fmt.Sprintf("%s: capacity %d is not a power of two in [4096, 2^40]", prefix, e.Got)
+	case "reader_slots":
+		return fmt.Sprintf("%s: reader_slots %d of a lossless segment is not in [1, 31]", prefix, e.Got)
 	case "size":
 		if e.Err == ErrTruncated {
 			return fmt.Sprintf("%s: size %d, need at least %d", prefix, e.Got, e.Want)

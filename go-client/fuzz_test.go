@@ -154,9 +154,15 @@ func fuzzSeeds() map[string]string {
 	ring("wrapped-oldest", wrapped, Oldest)
 	ring("wrapped-newest", wrapped, Newest)
 
+	lossless := segtest.InitLossless(segtest.NewMem(segtest.DataOffset+4096), 4096, 2)
+	for i := range 5 {
+		lossless.PublishPattern(i * 9)
+	}
+	segment("lossless", lossless.Mem)
+
 	bad := segtest.NewHeap(4096)
 	bad.PublishPattern(10)
-	bad.Store(segtest.OffFlags, 1)
+	bad.Store(segtest.OffFlags, 2) // bit 0 is lossless mode; bit 1 is unknown
 	segment("flags", bad.Mem)
 	segment("truncated", few.Mem[:5000])
 	return seeds

@@ -1,6 +1,7 @@
 package shmcast
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -29,15 +30,38 @@ const (
 	offIntent      = 0x080
 	offHead        = 0x100
 	offLatest      = 0x108
+	offGateLimit   = 0x180 // lossless segments: gate block
+	offReaderSlots = 0x188
+	offMaxBlockNs  = 0x190
+	offEvictions   = 0x198
 	offWakeSeq     = 0x1000 // u32 futex word, subscriber area
 	offParked      = 0x1004 // u32, non-zero: some reader may be parked
+
+	// Lossless mode, subscriber area (docs/LAYOUT.md, "Lossless mode").
+	offGateWake        = 0x1008 // u32 futex word a blocked producer sleeps on
+	offProducerBlocked = 0x100C // u32, non-zero while the producer waits for a reader
+	offRegGen          = 0x1040 // registration generation
+	offSlots           = 0x1080 // slot i at offSlots + slotSize*i
+	slotSize           = 128
+	slotState          = 0 // offsets within a slot
+	slotPos            = 8
+	slotSeq            = 16
+	slotPID            = 24
+	slotRegisteredNs   = 32
+	maxReaderSlots     = 31 // (dataOffset - offSlots) / slotSize
+
+	// Slot states: bits 0-1 of the state word; bits 2-63 are the generation.
+	slotFree    = 0
+	slotActive  = 1
+	slotEvicted = 2
 
 	subSize = dataOffset - headerSize // the subscriber area, one page
 
 	minCapacity = 4096
 	maxCapacity = 1 << 40
 
-	knownFlags = 0 // bit 0 (lossless mode) is reserved and not supported
+	flagLossless = 1 // the segment has reader slots (lossless mode)
+	knownFlags   = flagLossless
 
 	padBit     = uint64(1) << 63 // commit word of a padding record
 	noLatest   = ^uint64(0)      // latest before the first publish
@@ -57,15 +81,31 @@ const maxPosition = 1 << 63
 func align8(n uint64) uint64 { return (n + 7) &^ 7 }
 
 // Header is the identity block of a segment, read once when it is opened.
-// The fields are those of docs/LAYOUT.md, "Identity block".
+// The fields are those of docs/LAYOUT.md, "Identity block", and, on a
+// lossless segment, the two fields of the gate block that the producer
+// writes once, before the segment is visible.
 type Header struct {
 	Version         uint32 // layout version: LayoutVersion
 	DataOffset      uint64 // file offset of the ring: 8192
 	Capacity        uint64 // bytes in the ring, a power of two from 4096 to 2^40
-	Flags           uint64 // 0: a segment with any flag set is refused (ErrUnsupportedFlags)
+	Flags           uint64 // bit 0: lossless (see Lossless); a segment with any other bit set is refused (ErrUnsupportedFlags)
 	Epoch           uint64 // 1 (reserved)
 	ProducerPID     uint64 // process id of the producer that created the segment (informational)
 	CreatedUnixNano uint64 // creation time, nanoseconds since the Unix epoch (see Created)
+	ReaderSlots     uint64 // lossless segments: how many readers can register, 1 to 31; 0 on a lossy segment
+	MaxBlockNanos   uint64 // lossless segments: how long a registered reader may hold the producer back before it is evicted; 0: never (see MaxBlock)
+}
+
+// Lossless reports whether the segment was created lossless: readers
+// opened [WithLossless] can register in one of its ReaderSlots, and the
+// producer never overwrites what a registered reader has not read yet.
+func (h Header) Lossless() bool { return h.Flags&flagLossless != 0 }
+
+// MaxBlock is how long a registered reader may hold the producer of a
+// lossless segment back before the producer evicts it (reported as
+// [ErrEvicted]); 0 means never.
+func (h Header) MaxBlock() time.Duration {
+	return time.Duration(min(h.MaxBlockNanos, math.MaxInt64))
 }
 
 // MaxPayload is the largest message the producer can publish: capacity/4 - 16.
@@ -121,6 +161,14 @@ func decodeHeader(mem []byte, fileSize int64, path string) (Header, error) {
 	}
 	if h.Capacity < minCapacity || h.Capacity > maxCapacity || h.Capacity&(h.Capacity-1) != 0 {
 		return fail(ErrInvalidHeader, "capacity", h.Capacity, 0)
+	}
+	if h.Lossless() {
+		// Written once, before magic, like the identity block.
+		h.ReaderSlots = loadWord(mem, offReaderSlots)
+		h.MaxBlockNanos = loadWord(mem, offMaxBlockNs)
+		if h.ReaderSlots < 1 || h.ReaderSlots > maxReaderSlots {
+			return fail(ErrInvalidHeader, "reader_slots", h.ReaderSlots, 0)
+		}
 	}
 	if want := h.DataOffset + h.Capacity; uint64(fileSize) != want {
 		return fail(ErrSizeMismatch, "size", uint64(fileSize), want)

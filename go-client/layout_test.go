@@ -25,6 +25,13 @@ func TestHeaderValidation(t *testing.T) {
 	set := func(off, v uint64) mut {
 		return func(w *segtest.Writer) []byte { w.Store(off, v); return w.Mem }
 	}
+	lossless := func(slots uint64) mut {
+		return func(w *segtest.Writer) []byte {
+			w.Store(segtest.OffFlags, segtest.FlagLossless)
+			w.Store(segtest.OffReaderSlots, slots)
+			return w.Mem
+		}
+	}
 	cases := []struct {
 		name  string
 		mut   mut
@@ -42,7 +49,17 @@ func TestHeaderValidation(t *testing.T) {
 		{"big-endian magic", set(0, 0x5348434153540000), ErrBadMagic, "magic"},
 		{"version 0", set(segtest.OffVersion, 0), ErrUnsupportedVersion, "version"},
 		{"version 2", set(segtest.OffVersion, 2), ErrUnsupportedVersion, "version"},
-		{"lossless flag", set(segtest.OffFlags, 1), ErrUnsupportedFlags, "flags"},
+		{"lossless flag without reader_slots", set(segtest.OffFlags, segtest.FlagLossless), ErrInvalidHeader, "reader_slots"},
+		{"lossless, 32 reader_slots", lossless(32), ErrInvalidHeader, "reader_slots"},
+		{"lossless, 2^63 reader_slots", lossless(1 << 63), ErrInvalidHeader, "reader_slots"},
+		{"lossless, bad capacity first", func(w *segtest.Writer) []byte {
+			w.Store(segtest.OffCap, 6144)
+			return lossless(0)(w)
+		}, ErrInvalidHeader, "capacity"},
+		{"lossless, then size", func(w *segtest.Writer) []byte { return lossless(0)(w)[:len(w.Mem)-8] }, ErrInvalidHeader, "reader_slots"},
+		{"lossless, valid, size last", func(w *segtest.Writer) []byte { return lossless(31)(w)[:len(w.Mem)-8] }, ErrSizeMismatch, "size"},
+		{"flag bit 1", set(segtest.OffFlags, 2), ErrUnsupportedFlags, "flags"},
+		{"lossless and bit 1", set(segtest.OffFlags, 3), ErrUnsupportedFlags, "flags"},
 		{"high flag", set(segtest.OffFlags, 1<<63), ErrUnsupportedFlags, "flags"},
 		{"data_offset 4096", set(segtest.OffDataOff, 4096), ErrInvalidHeader, "data_offset"},
 		{"capacity 0", set(segtest.OffCap, 0), ErrInvalidHeader, "capacity"},
