@@ -6,7 +6,9 @@
 // reader processes map that file read-only and read every message at their
 // own pace. The producer never waits for a reader: a reader that falls more
 // than a ring behind is lapped, learns exactly how many messages it missed,
-// and carries on from the oldest message still retained. The byte layout
+// and carries on from the oldest message still retained. (Unless the
+// segment is lossless and the reader registers: see Lossless mode.) The
+// byte layout
 // and the algorithms are specified in [docs/LAYOUT.md] of the repository;
 // this package implements the reader side of layout version 1, with the
 // semantics of the Rust Subscriber.
@@ -81,11 +83,15 @@
 //     [*HeaderError] for a file that is not a valid segment, wrapping
 //     [ErrNotInitialized] (the producer is still creating it: retry),
 //     [ErrTruncated], [ErrBadMagic], [ErrUnsupportedVersion],
-//     [ErrUnsupportedFlags], [ErrInvalidHeader] or [ErrSizeMismatch].
+//     [ErrUnsupportedFlags], [ErrInvalidHeader] or [ErrSizeMismatch];
+//     [*RegisterError] when a Reader opened [WithLossless] cannot register
+//     ([ErrNotLossless], [ErrNoFreeSlot], or [io/fs.ErrPermission] for a
+//     file it may not write).
 //   - Reading, not fatal: [ErrNoMessage] (non-blocking reads only: nothing
 //     yet), [*LaggedError] (messages were lost, reading goes on),
 //     [*ShortBufferError] (the buffer is too small: the reader did not
-//     advance; a buffer of [Reader.MaxPayload] bytes never is).
+//     advance; a buffer of [Reader.MaxPayload] bytes never is),
+//     [ErrEvicted] (a registered reader was evicted and reads on, lossy).
 //   - Reading, the end: [*ProducerGoneError] ([ErrProducerGone]), the
 //     normal end of the stream (below); ctx.Err(); [os.ErrClosed] after
 //     Close; [*CorruptError] ([ErrCorrupt]) for a ring that no valid
@@ -137,10 +143,16 @@
 // header and the ring are mapped read-only, so a reader cannot disturb the
 // producer or other readers through them. With write permission, a reader
 // additionally maps the one-page subscriber area writable, and the only
-// words it ever writes there are the two wake-up words (it stores 1 to
-// parked, and makes FUTEX_WAKE calls on wake_seq); a misbehaving reader with
-// write access can therefore cost the producer FUTEX_WAKE calls and other
-// readers spurious wake-ups, nothing more.
+// words a lossy reader ever writes there are the two wake-up words (it
+// stores 1 to parked, and makes FUTEX_WAKE calls on wake_seq); a
+// misbehaving reader with write access can therefore cost the producer
+// FUTEX_WAKE calls and other readers spurious wake-ups, nothing more. A
+// registered reader (Lossless mode) also writes its own slot, reg_gen and
+// gate_wake, and holds the producer back by design; the producer evicts a
+// reader that holds it for longer than the segment's max block, and a
+// hostile write can at worst make a reader lag (it is told), never accept
+// an overwritten message (docs/LAYOUT.md, "What a writer of the subscriber
+// area can do").
 //
 // Conversely the reader trusts nothing it reads: whatever the bytes of the
 // segment, also while another process rewrites them, a read returns a
@@ -151,6 +163,66 @@
 // lost page raises SIGBUS, which kills the process, unless the Reader was
 // opened [WithFaultRecovery], which turns it into an [ErrTruncated] error at
 // a cost of about 10 ns per read. Producers never shrink segments.
+//
+// # Lossless mode
+//
+// A producer may create its segment lossless (the Rust
+// PublisherOptions::lossless, or shmcast publish --lossless): it then has
+// up to 31 reader slots ([Header.ReaderSlots]), and a reader opened
+// [WithLossless] registers in one of them. From then on the producer never
+// overwrites a message that reader has not read: it waits for it instead
+// (docs/LAYOUT.md, "Lossless mode"). Readers opened without the option are
+// ordinary lossy readers of the same segment, and are not waited for.
+//
+//	r, err := shmcast.Open("orders", shmcast.WithLossless(), shmcast.WithStart(shmcast.Beginning))
+//	if err != nil {
+//		return err // e.g. errors.Is(err, shmcast.ErrNoFreeSlot)
+//	}
+//	defer r.Close() // gives the slot back; do not leave it to the garbage collector
+//	for m, err := range r.Messages(ctx) {
+//		if errors.Is(err, shmcast.ErrEvicted) {
+//			log.Print(err) // too slow for too long: lossy from now on
+//			continue
+//		}
+//		// ...
+//	}
+//
+// Registering needs write access to the segment file and a free slot;
+// otherwise Open fails with a [*RegisterError] ([ErrNotLossless],
+// [ErrNoFreeSlot], [io/fs.ErrPermission]) rather than fall back to reading
+// lossy. A slot is owned through a lock on one byte of the file, held by
+// the Reader's own descriptor: [Reader.Close] gives it back, and when the
+// process dies the kernel releases the lock and the producer frees the
+// slot. [Reader.Slot] reports which slot a Reader holds.
+//
+// A registered reader tells the producer how far it has read by storing
+// its position into its slot: once every capacity/8 bytes it reads, and
+// whenever it finds no new message (so always before a blocking read
+// sleeps); if the producer is waiting for it, it wakes the producer too.
+// The read path stays as it is, and allocates nothing.
+//
+// The read algorithm does not change either: every copy is still validated
+// against the producer's intent word, so a registered reader that is
+// lapped nonetheless (after an eviction, or a hostile write) is told with
+// a [*LaggedError], never handed a torn message. The start works as for
+// any reader, with one difference: a reader that joins where the producer
+// is about to overwrite (Oldest or Beginning, on a ring that has wrapped)
+// first moves forward to the oldest message registering can protect;
+// from Beginning, the messages it passed over are reported as a
+// [*LaggedError] by the first read.
+//
+// A producer with a max block ([Header.MaxBlock], 2 s by default in the
+// Rust crate) evicts a registered reader that holds it back for longer.
+// That reader's next progress store finds out: its read returns
+// [ErrEvicted] once (before the lap that usually follows; a read that
+// delivers a message reports it on the next read), the Reader gives its
+// slot back, and it reads on as a lossy reader with exact lap counts.
+// [Reader.Messages] yields ErrEvicted and goes on. To be lossless again,
+// open the segment again.
+//
+// Close a registered Reader when done with it: until it is closed, or
+// garbage-collected, it holds its slot, and a registered Reader nobody
+// reads from holds the producer back (until the max block evicts it).
 //
 // # Waiting
 //
@@ -205,7 +277,8 @@
 // [os.ErrClosed]; the mapping is never unmapped under a read in progress,
 // nor under a futex wait or wake-up. Open one Reader per goroutine to read
 // in parallel: readers are independent, and cost the producer nothing
-// beyond one FUTEX_WAKE per publish while any of them is parked.
+// beyond one FUTEX_WAKE per publish while any of them is parked (a
+// registered reader also holds it back while it is behind).
 //
 // # Architectures
 //

@@ -4,13 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 )
 
 // Sentinel errors. Every error this package returns for a bad segment wraps
 // exactly one of them, so callers can branch with [errors.Is]; the typed
-// errors ([*NameError], [*HeaderError], [*CorruptError], [*LaggedError],
-// [*ShortBufferError], [*ProducerGoneError]) carry the details for [errors.As].
+// errors ([*NameError], [*HeaderError], [*RegisterError], [*CorruptError],
+// [*LaggedError], [*ShortBufferError], [*ProducerGoneError]) carry the
+// details for [errors.As].
 //
 // A segment that does not exist or may not be opened is reported with the
 // operating system's error, which matches [io/fs.ErrNotExist] or
@@ -49,6 +51,22 @@ var (
 	// the normal end of a stream, not a failure; [Reader.Messages] ends
 	// without yielding it.
 	ErrProducerGone = errors.New("shmcast: the producer has exited; no more messages will arrive")
+
+	// ErrNotLossless matches a [*RegisterError] for a segment that was not
+	// created lossless: no reader can register on it (open it without
+	// [WithLossless] to read it as a lossy reader).
+	ErrNotLossless = errors.New("shmcast: not a lossless segment")
+	// ErrNoFreeSlot matches a [*RegisterError] for a lossless segment whose
+	// reader slots are all held by live readers.
+	ErrNoFreeSlot = errors.New("shmcast: no free reader slot")
+	// ErrEvicted is returned once by a read of a registered Reader (opened
+	// [WithLossless]) that held the producer back for longer than the
+	// segment's max_block ([Header.MaxBlock]): the producer has evicted it.
+	// It is not fatal: the Reader has given its slot back and reads on as a
+	// lossy reader; a later [*LaggedError] says exactly what it lost.
+	// [Reader.Messages] yields it and goes on. Opening the segment again
+	// registers anew.
+	ErrEvicted = errors.New("shmcast: evicted: this registered reader held the producer back too long and is lossy from now on")
 )
 
 // ProducerGoneError is returned by a blocking read ([Reader.Read],
@@ -146,6 +164,43 @@ func (e *CorruptError) Error() string {
 func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 
 func corrupt(pos uint64, reason string) error { return &CorruptError{Pos: pos, Reason: reason} }
+
+// RegisterError reports that a Reader opened [WithLossless] could not
+// register in a reader slot of the segment (docs/LAYOUT.md, "Lossless
+// mode"), so [Open] and [OpenPath] failed: registering never silently falls
+// back to reading lossy. Err says why:
+//
+//   - [ErrNotLossless]: the segment was not created lossless;
+//   - [ErrNoFreeSlot]: every one of its Slots reader slots is held by a live
+//     reader;
+//   - the operating system's error from opening the file for writing
+//     (matching [io/fs.ErrPermission] when the file is not writable for
+//     this process: registering writes the reader's progress into the
+//     segment, so it needs write access), from mapping its subscriber area
+//     writable, or from a lock call;
+//   - [errors.ErrUnsupported] on systems without Linux's open file
+//     description locks.
+type RegisterError struct {
+	Path  string // file that was opened
+	Slots int    // reader slots of the segment (0: not lossless)
+	Err   error
+}
+
+func (e *RegisterError) Error() string {
+	prefix := "shmcast: cannot register as a lossless reader of " + e.Path + ": "
+	switch e.Err {
+	case ErrNotLossless:
+		return prefix + "it is not a lossless segment (its producer must create it lossless, e.g. shmcast publish --lossless); open it without WithLossless to read it as a lossy reader"
+	case ErrNoFreeSlot:
+		return prefix + "all " + strconv.Itoa(e.Slots) + " reader slots are taken by live readers"
+	}
+	if errors.Is(e.Err, fs.ErrPermission) {
+		return prefix + "registering needs write access to the segment file: " + e.Err.Error()
+	}
+	return prefix + e.Err.Error()
+}
+
+func (e *RegisterError) Unwrap() error { return e.Err }
 
 // LaggedError reports that the producer overwrote Missed messages before this
 // reader could read them (it was lapped). It is not fatal: the reader has

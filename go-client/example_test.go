@@ -253,3 +253,45 @@ func ExampleOpenPath_errors() {
 	// true
 	// true true
 }
+
+// Register as a lossless reader of the segment "orders", created lossless
+// by its producer (shmcast publish orders --lossless): the producer waits
+// for this reader rather than overwrite a message it has not read.
+func ExampleWithLossless() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	r, err := shmcast.Open("orders", shmcast.WithLossless(), shmcast.WithStart(shmcast.Beginning))
+	switch {
+	case errors.Is(err, shmcast.ErrNotLossless):
+		log.Print("the producer did not create the segment lossless") // open it lossy instead
+		return
+	case errors.Is(err, shmcast.ErrNoFreeSlot):
+		log.Print("every reader slot is taken")
+		return
+	case err != nil:
+		log.Print(err) // fs.ErrPermission: registering needs write access
+		return
+	}
+	defer r.Close() // gives the slot back at once
+	slot, _ := r.Slot()
+	log.Printf("registered in slot %d", slot)
+
+	for m, err := range r.Messages(ctx) {
+		var lag *shmcast.LaggedError
+		switch {
+		case errors.Is(err, shmcast.ErrEvicted):
+			// We held the producer back for longer than its max block:
+			// from here on we are a lossy reader.
+			log.Print(err)
+			continue
+		case errors.As(err, &lag):
+			log.Printf("missed %d messages after the eviction", lag.Missed)
+			continue
+		case err != nil:
+			log.Print(err)
+			return
+		}
+		fmt.Printf("%d: %s\n", m.Seq, m.Data)
+	}
+}

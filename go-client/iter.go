@@ -23,7 +23,8 @@ import (
 // The sequence ends, without an error, when the producer has exited (or
 // was killed) and everything it published has been delivered: that is the
 // normal end of a stream. A lap is yielded as (Message{}, *LaggedError) and
-// the sequence goes on. Any other error (ctx.Err(), [os.ErrClosed], a
+// the sequence goes on, and so is the eviction of a registered Reader
+// ([ErrEvicted]; the Reader reads on as a lossy reader). Any other error (ctx.Err(), [os.ErrClosed], a
 // [*CorruptError]) is yielded once and ends it. To learn after the loop
 // whether the producer exited, and whether a new producer has since
 // replaced its segment, read once more: a blocking read of r then returns
@@ -59,8 +60,9 @@ func (r *Reader) Messages(ctx context.Context) iter.Seq2[Message, error] {
 			case *ProducerGoneError:
 				return // the end of the stream: everything published was read
 			default:
-				yield(Message{}, err)
-				return
+				if !yield(Message{}, err) || err != ErrEvicted {
+					return
+				}
 			}
 		}
 	}

@@ -2,12 +2,17 @@ package shmcast
 
 import (
 	"io"
+	"os"
 	"syscall"
 )
 
-// fOFDGetLK is F_OFD_GETLK (linux/fcntl.h, 36 on every architecture); the
-// syscall package defines it only for some.
-const fOFDGetLK = 36
+// fOFDGetLK and fOFDSetLK are F_OFD_GETLK and F_OFD_SETLK (linux/fcntl.h,
+// 36 and 37 on every architecture); the syscall package defines them only
+// for some.
+const (
+	fOFDGetLK = 36
+	fOFDSetLK = 37
+)
 
 // lockHeld tests the producer's lock (docs/LAYOUT.md, "Producer liveness"):
 // an open file description lock, F_WRLCK over byte range [0, 1), held by the
@@ -38,4 +43,30 @@ func replacedName(fd int, path string) bool {
 		return true
 	}
 	return named.Dev != open.Dev || named.Ino != open.Ino
+}
+
+// tryLockByte takes a write lock (F_OFD_SETLK, F_WRLCK) on the one byte at
+// off, held by fd's open file description: a reader slot's ownership
+// (docs/LAYOUT.md, "Lossless mode"). It reports false when another open
+// file description holds a lock there (EAGAIN or EACCES: a live owner, or
+// a read-lock squatter). fd must be open for writing.
+func tryLockByte(fd int, off uint64) (bool, error) {
+	lk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: io.SeekStart, Start: int64(off), Len: 1}
+	switch err := syscall.FcntlFlock(uintptr(fd), fOFDSetLK, &lk); err {
+	case nil:
+		return true, nil
+	case syscall.EAGAIN, syscall.EACCES:
+		return false, nil
+	default:
+		return false, os.NewSyscallError("fcntl F_OFD_SETLK", err)
+	}
+}
+
+// unlockByte releases fd's lock on the byte at off, if it holds one.
+func unlockByte(fd int, off uint64) error {
+	lk := syscall.Flock_t{Type: syscall.F_UNLCK, Whence: io.SeekStart, Start: int64(off), Len: 1}
+	if err := syscall.FcntlFlock(uintptr(fd), fOFDSetLK, &lk); err != nil {
+		return os.NewSyscallError("fcntl F_OFD_SETLK", err)
+	}
+	return nil
 }

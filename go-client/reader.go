@@ -63,8 +63,10 @@ type Message struct {
 
 // Reader reads messages from one segment, opened with [Open] or
 // [OpenPath]. Each Reader has its own position in the stream; a producer
-// does not know its readers and never waits for them. Close it when done:
-// it holds a mapping of the segment and its file descriptor.
+// does not know its readers and never waits for them, unless a Reader
+// registered on a lossless segment ([WithLossless]). Close it when done:
+// it holds a mapping of the segment and its file descriptor, and a
+// registered Reader its reader slot.
 //
 // Concurrency: a Reader is used by one goroutine at a time. Close is the
 // exception: it may be called from any goroutine, at any time, any number of
@@ -86,22 +88,34 @@ type Reader struct {
 	hdr        Header
 	path       string
 	strategy   WaitStrategy
-	pollMax    time.Duration // cap of WaitBackoff's sleeps and of read-only futex waits
-	parkSlice  time.Duration // longest futex wait of a parked read (MaxParkSlice)
-	wakeSeq    *uint32       // the futex word, through the writable page if there is one
-	parked     *uint32       // nil: this Reader cannot register as parked
-	membarrier bool          // the producer relies on parking readers calling membarrier
-	cancelWake func()        // r.wakeBusy, bound once so registering it does not allocate it
-	unmap      func() error  // nil for readers over ordinary memory (tests)
-	fd         int           // the segment file, for the liveness test; -1: none (always alive)
-	guard      bool          // WithFaultRecovery: reads turn SIGBUS into ErrTruncated
-	liveEvery  time.Duration // how often an idle blocking read tests liveness (LivenessInterval)
+	pollMax    time.Duration  // cap of WaitBackoff's sleeps and of read-only futex waits
+	parkSlice  time.Duration  // longest futex wait of a parked read (MaxParkSlice)
+	wakeSeq    *uint32        // the futex word, through the writable page if there is one
+	parked     *uint32        // nil: this Reader cannot register as parked
+	sub        unsafe.Pointer // the writable subscriber page; nil if there is none
+	registry   registry       // lossless words (WithLossless only)
+	membarrier bool           // the producer relies on parking readers calling membarrier
+	cancelWake func()         // r.wakeBusy, bound once so registering it does not allocate it
+	unmap      func() error   // nil for readers over ordinary memory (tests)
+	fd         int            // the segment file, for the liveness test; -1: none (always alive)
+	guard      bool           // WithFaultRecovery: reads turn SIGBUS into ErrTruncated
+	liveEvery  time.Duration  // how often an idle blocking read tests liveness (LivenessInterval)
 
 	// Owned by the reading goroutine.
 	pos   uint64 // position of the next record
 	seq   uint64 // its expected sequence number
 	timer *time.Timer
 	dead  bool // a blocking read found the producer gone (it never comes back)
+	// reg is the reader slot of a registered Reader (WithLossless); nil
+	// when not registered, also after an eviction. Released with the
+	// mapping (release), when nothing else uses the Reader.
+	reg *registration
+	// pending is an error the next read returns before it reads anything:
+	// an eviction found after a message was delivered, the lap that
+	// follows an eviction, or what a registration skipped.
+	pending error
+
+	slot atomic.Int32 // reg's slot + 1, 0 when not registered (Slot)
 
 	state   atomic.Uint32 // stBusy | stClosed + n*stWaker
 	closing chan struct{} // closed by Close, wakes blocked reads that are not parked
@@ -166,10 +180,20 @@ func newReader(mem []byte, hdr Header, path string, unmap func() error, o option
 	barrier := loadWord(mem, offWakeBarrier)
 	r.membarrier = barrier == wakeMembarrier
 	barrierOK := barrier == wakeFence || (r.membarrier && membarrierAvailable())
-	if sub != nil && futexSupported && o.wait == WaitBlock && barrierOK {
-		subBase := unsafe.Pointer(unsafe.SliceData(sub[:subSize:subSize]))
-		r.wakeSeq = (*uint32)(unsafe.Add(subBase, offWakeSeq-headerSize))
-		r.parked = (*uint32)(unsafe.Add(subBase, offParked-headerSize))
+	if sub != nil {
+		r.sub = unsafe.Pointer(unsafe.SliceData(sub[:subSize:subSize]))
+	}
+	if r.sub != nil && futexSupported && o.wait == WaitBlock && barrierOK {
+		r.wakeSeq = (*uint32)(unsafe.Add(r.sub, offWakeSeq-headerSize))
+		r.parked = (*uint32)(unsafe.Add(r.sub, offParked-headerSize))
+	}
+	if o.lossless {
+		// OpenPath registers once the Reader has its file (register joins).
+		if !hdr.Lossless() || r.sub == nil {
+			return nil, fmt.Errorf("shmcast: internal error: registering without a lossless segment's writable subscriber page")
+		}
+		r.registry = newRegistry(base, r.sub, int(hdr.ReaderSlots))
+		return r, nil
 	}
 	if err := r.join(o.start); err != nil {
 		return nil, err
@@ -256,7 +280,12 @@ func (r *Reader) hold() bool {
 // NextSeq is the sequence number the next delivered message is expected to
 // have. After a lap it jumps past the missed messages, so for a Reader that
 // started at Beginning, NextSeq()-1 == received + missed.
-func (r *Reader) NextSeq() uint64 { return r.seq }
+func (r *Reader) NextSeq() uint64 {
+	if lag, ok := r.pending.(*LaggedError); ok {
+		return r.seq - lag.Missed // not reported yet
+	}
+	return r.seq
+}
 
 // ringWord loads the word at stream position p. Masking keeps the index
 // inside the ring and 8-aligned whatever p is, so a garbage position read
@@ -508,9 +537,12 @@ func (r *Reader) exit() {
 // state becomes exactly stClosed: nothing can use the mapping any more, and
 // the atomic operations on state order every earlier use before it.
 func (r *Reader) release() error {
+	if r.reg != nil {
+		r.unregister()
+	}
 	unmap := r.unmap
 	r.unmap, r.ring, r.ringPtr, r.intentPtr, r.headPtr, r.latestPtr = nil, nil, nil, nil, nil, nil
-	r.wakeSeq, r.parked = nil, nil
+	r.wakeSeq, r.parked, r.sub, r.registry = nil, nil, nil, registry{}
 	if unmap == nil {
 		return nil
 	}
@@ -619,11 +651,7 @@ func (r *Reader) inMapping(addr uintptr) bool {
 	if addr-base < uintptr(r.hdr.DataOffset+r.capacity) {
 		return true
 	}
-	if r.parked != nil {
-		sub := uintptr(unsafe.Pointer(r.parked)) &^ (subSize - 1)
-		return addr-sub < subSize
-	}
-	return false
+	return r.sub != nil && addr-uintptr(r.sub) < subSize
 }
 
 // fileSize is the current size of the segment file, if it can be known.
@@ -637,25 +665,38 @@ func (r *Reader) fileSize() (uint64, bool) {
 }
 
 func (r *Reader) tryRead(buf []byte) (Message, error) {
+	if r.pending != nil {
+		return Message{}, r.takePending()
+	}
 	off, n, err := r.locate()
 	if err != nil {
-		return Message{}, err
+		return Message{}, r.settle(err)
 	}
 	if n > uint64(len(buf)) {
 		if err := r.valid(); err != nil { // n may be torn; report the lap instead
-			return Message{}, err
+			return Message{}, r.settle(err)
 		}
 		return Message{}, &ShortBufferError{Need: int(n)}
 	}
 	dst := buf[:n]
 	r.copyPayload(dst, off)
 	if err := r.valid(); err != nil {
-		return Message{}, err
+		return Message{}, r.settle(err)
 	}
 	m := Message{Seq: r.seq, Data: dst}
 	r.pos += recordHead + align8(n)
 	r.seq++
+	if r.reg != nil {
+		r.afterRead()
+	}
 	return m, nil
+}
+
+// takePending returns the pending error and clears it.
+func (r *Reader) takePending() error {
+	err := r.pending
+	r.pending = nil
+	return err
 }
 
 // TryReadFunc is the zero-copy form of TryRead: it calls fn with the next
@@ -695,17 +736,23 @@ func (r *Reader) tryReadFuncGuarded(fn func(seq uint64, payload []byte)) (err er
 }
 
 func (r *Reader) tryReadFunc(fn func(seq uint64, payload []byte)) error {
+	if r.pending != nil {
+		return r.takePending()
+	}
 	off, n, err := r.locate()
 	if err != nil {
-		return err
+		return r.settle(err)
 	}
 	start := off + recordHead
 	fn(r.seq, r.ring[start:start+n:start+n])
 	if err := r.valid(); err != nil {
-		return err
+		return r.settle(err)
 	}
 	r.pos += recordHead + align8(n)
 	r.seq++
+	if r.reg != nil {
+		r.afterRead()
+	}
 	return nil
 }
 

@@ -28,6 +28,7 @@ type options struct {
 	liveEvery time.Duration // replaces LivenessInterval
 
 	faultRecovery bool
+	lossless      bool
 }
 
 // WithStart sets where the Reader begins; the default is Oldest.
@@ -57,6 +58,23 @@ func WithPollInterval(d time.Duration) Option { return func(o *options) { o.poll
 // callback is passed on. Not under the race detector, which performs the
 // atomic loads in its own runtime, where a fault still kills the process.
 func WithFaultRecovery() Option { return func(o *options) { o.faultRecovery = true } }
+
+// WithLossless registers the Reader in a reader slot of a lossless segment
+// (docs/LAYOUT.md, "Lossless mode"): the producer then never overwrites a
+// message this Reader has not read yet; it waits for it instead (or, with
+// a max_block, evicts it after that long; see [ErrEvicted]). A lossy Reader
+// of the same segment, one opened without this option, is not waited for.
+//
+// Registering needs write access to the segment file (the Reader writes
+// its progress into its slot) and a free slot: Open fails with a
+// [*RegisterError] otherwise, matching [ErrNotLossless], [ErrNoFreeSlot] or
+// [io/fs.ErrPermission]; it never falls back to reading lossy. The slot is
+// the Reader's until [Reader.Close], which gives it back, or until the
+// process exits (the kernel then releases its lock and the producer frees
+// it). A registered Reader that is not read from holds the producer back:
+// close it when done with it, rather than leaving it to the garbage
+// collector. See the package documentation, "Lossless mode".
+func WithLossless() Option { return func(o *options) { o.lossless = true } }
 
 // SegmentPath resolves a segment name by the rule the Rust library and the
 // shmcast CLI share (docs/CLI.md, "Naming a segment"):
@@ -134,6 +152,12 @@ func Open(name string, opts ...Option) (*Reader, error) {
 // or ErrSizeMismatch; a missing or forbidden file matches fs.ErrNotExist or
 // fs.ErrPermission.
 //
+// With WithLossless, OpenPath opens the file for reading and writing (or
+// fails, once the header has been validated, with a *RegisterError that
+// matches fs.ErrPermission), checks that the segment is lossless
+// (ErrNotLossless), maps the subscriber page writable and registers in the
+// first free reader slot (ErrNoFreeSlot when there is none).
+//
 // The Reader keeps the file open, until Close, to test whether the producer
 // is alive (see ProducerAlive): the producer holds a lock on the file for as
 // long as it lives.
@@ -148,8 +172,9 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	if o.wait < 0 || int(o.wait) >= len(waitNames) {
 		return nil, fmt.Errorf("shmcast: invalid wait strategy %v", o.wait)
 	}
-	wantWrite := o.wait == WaitBlock && futexSupported && !o.readOnly
-	f, writable, err := openFile(path, wantWrite)
+	wantWrite := o.lossless || (o.wait == WaitBlock && futexSupported && !o.readOnly)
+	f, writeErr, err := openFile(path, wantWrite)
+	writable := err == nil && wantWrite && writeErr == nil
 	if err != nil {
 		return nil, fmt.Errorf("shmcast: %w", err)
 	}
@@ -189,6 +214,9 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	if size, err = fileSize(f); err == nil && size != int64(total) {
 		err = &HeaderError{Path: path, Err: ErrSizeMismatch, Field: "size", Got: uint64(size), Want: uint64(total)}
 	}
+	if err == nil && o.lossless {
+		err = canRegister(path, hdr, writeErr)
+	}
 	if err != nil {
 		syscall.Munmap(mem)
 		return nil, err
@@ -197,10 +225,15 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	if writable {
 		// Only after validation: nothing is ever written to a file that is
 		// not a valid segment. A failure (a sealed memfd, say) just means
-		// the Reader cannot park.
-		if sub, err := syscall.Mmap(int(f.Fd()), headerSize, subSize,
-			syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED); err == nil {
+		// the Reader cannot park, but a Reader that must register cannot.
+		sub, err := syscall.Mmap(int(f.Fd()), headerSize, subSize,
+			syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+		if err == nil {
 			m.sub = sub
+		} else if o.lossless {
+			m.unmap() // closes f
+			return nil, &RegisterError{Path: path, Slots: int(hdr.ReaderSlots),
+				Err: fmt.Errorf("mmap the subscriber area writable: %w", err)}
 		}
 	}
 	unmap := func() error {
@@ -219,6 +252,12 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	// released, which happens only when nothing uses the Reader any more
 	// (see Reader.release), so the number cannot be reused under a check.
 	r.fd = int(f.Fd())
+	if o.lossless {
+		if err := r.register(o.start); err != nil {
+			m.unmap() // closes f, which would release a slot lock too
+			return nil, err
+		}
+	}
 	// A Reader dropped without Close still releases its mapping. The
 	// cleanup holds m, not r, so it does not keep r reachable.
 	runtime.AddCleanup(r, func(m *mapping) { m.unmap() }, m)
@@ -250,18 +289,35 @@ func (m *mapping) unmap() error {
 }
 
 // openFile opens path read-write if wantWrite and that is allowed, else
-// read-only, and says which. Any failure of the read-write open (EACCES,
-// EPERM, EROFS, ETXTBSY, EISDIR...) falls back to read-only, so the errors
-// reported are those of a read-only open, as before readers could park.
+// read-only; writeErr is why the read-write open failed. Any failure of the
+// read-write open (EACCES, EPERM, EROFS, ETXTBSY, EISDIR...) falls back to
+// read-only, so the errors reported are those of a read-only open, as
+// before readers could park (a Reader that must register reports writeErr
+// once the header has shown that the file is a lossless segment).
 // O_NONBLOCK so that a FIFO at path cannot block the open.
-func openFile(path string, wantWrite bool) (f *os.File, writable bool, err error) {
+func openFile(path string, wantWrite bool) (f *os.File, writeErr, err error) {
 	if wantWrite {
-		if f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NONBLOCK, 0); err == nil {
-			return f, true, nil
+		f, writeErr = os.OpenFile(path, os.O_RDWR|syscall.O_NONBLOCK, 0)
+		if writeErr == nil {
+			return f, nil, nil
 		}
 	}
 	f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	return f, false, err
+	return f, writeErr, err
+}
+
+// canRegister says why a Reader opened WithLossless cannot register on the
+// segment with header hdr, if it cannot: the segment is not lossless, or
+// the file could not be opened for writing (writeErr). The slots are
+// tried later, by Reader.register.
+func canRegister(path string, hdr Header, writeErr error) error {
+	if !hdr.Lossless() {
+		return &RegisterError{Path: path, Err: ErrNotLossless}
+	}
+	if writeErr != nil {
+		return &RegisterError{Path: path, Slots: int(hdr.ReaderSlots), Err: writeErr}
+	}
+	return nil
 }
 
 func fileSize(f *os.File) (int64, error) {
