@@ -5,12 +5,21 @@
 //
 //	shmcast-tail NAME [--from beginning|oldest|newest|next] [--count N]
 //	                  [--timeout SECONDS] [--json] [--verify]
-//	                  [--wait spin|yield|backoff|block]
+//	                  [--wait spin|yield|backoff|block] [--lossless]
 //
 // --wait chooses how the reader waits for new messages (default block:
 // asleep in the kernel until the producer publishes; see the package's
 // WaitStrategy). It changes when messages are noticed, never what is
 // printed.
+//
+// --lossless registers the reader in a reader slot of a lossless segment
+// (one created with `shmcast publish --lossless`; the package's
+// WithLossless): the producer then waits for it rather than overwrite a
+// message it has not read. It fails, with status 1, on a segment that is
+// not lossless, one whose slots are all taken, or a file it may not write.
+// If the producer evicts it (it held the producer back for longer than the
+// segment's max block), a line saying so goes to standard error and
+// reading goes on as a lossy reader; standard output is unchanged.
 //
 // Like `shmcast tail`, it ends by itself once the producer has exited (or
 // was killed) and everything it published was read: with status 0, or,
@@ -60,6 +69,7 @@ type config struct {
 	json       bool
 	verify     bool
 	wait       shmcast.WaitStrategy
+	lossless   bool
 }
 
 // run is the whole command; it returns the exit status: 0 on success, 1 on
@@ -71,13 +81,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v\n", prog, err)
-		fmt.Fprintf(stderr, "usage: %s NAME [--from beginning|oldest|newest|next] [--count N] [--timeout SECONDS] [--json] [--verify] [--wait spin|yield|backoff|block]\n", prog)
+		fmt.Fprintf(stderr, "usage: %s NAME [--from beginning|oldest|newest|next] [--count N] [--timeout SECONDS] [--json] [--verify] [--wait spin|yield|backoff|block] [--lossless]\n", prog)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	err = tail(ctx, cfg, out)
+	err = tail(ctx, cfg, out, stderr)
 	if ferr := out.Flush(); err == nil {
 		err = ferr
 	}
@@ -98,6 +108,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.json, "json", false, "one JSON object per line")
 	fs.BoolVar(&cfg.verify, "verify", false, "check payloads against the generated pattern and print a summary")
 	wait := fs.String("wait", "block", "how to wait for messages: spin, yield, backoff or block (asleep until the producer publishes)")
+	fs.BoolVar(&cfg.lossless, "lossless", false, "register as a lossless reader: the producer waits rather than overwrite a message not yet read (the segment must be created lossless)")
 	// The flag package stops at the first operand; NAME may come first, so
 	// parse again after each one.
 	var operands []string
@@ -141,8 +152,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	return cfg, nil
 }
 
-func tail(ctx context.Context, cfg config, out *bufio.Writer) error {
-	r, err := shmcast.Open(cfg.name, shmcast.WithStart(cfg.from), shmcast.WithWait(cfg.wait))
+func tail(ctx context.Context, cfg config, out *bufio.Writer, stderr io.Writer) error {
+	opts := []shmcast.Option{shmcast.WithStart(cfg.from), shmcast.WithWait(cfg.wait)}
+	if cfg.lossless {
+		opts = append(opts, shmcast.WithLossless())
+	}
+	r, err := shmcast.Open(cfg.name, opts...)
 	if err != nil {
 		return err
 	}
@@ -192,6 +207,12 @@ func tail(ctx context.Context, cfg config, out *bufio.Writer) error {
 			case !cfg.verify:
 				_, werr = fmt.Fprintf(out, "lagged=%d\n", lag.Missed)
 			}
+		case errors.Is(err, shmcast.ErrEvicted):
+			// Reported once; reading goes on, lossy, with exact lagged
+			// counts from here on. Standard output first, so the notice
+			// lands after what was read before it.
+			werr = out.Flush()
+			fmt.Fprintf(stderr, "%s: %s\n", prog, strings.TrimPrefix(err.Error(), "shmcast: "))
 		case errors.Is(err, shmcast.ErrProducerGone):
 			// As the Rust command: everything published was read and nothing
 			// more will come. Falling short of --count is the only failure.
@@ -214,7 +235,7 @@ func tail(ctx context.Context, cfg config, out *bufio.Writer) error {
 		if werr != nil {
 			return werr // standard output is gone: nothing more can be shown
 		}
-		if err != nil && lag == nil {
+		if err != nil && lag == nil && !errors.Is(err, shmcast.ErrEvicted) {
 			break
 		}
 	}

@@ -206,3 +206,68 @@ func TestProducerGone(t *testing.T) {
 		}
 	}
 }
+
+// TestLossless: --lossless registers in a reader slot (and gives it back at
+// the end) without changing what is printed; it fails on a segment that is
+// not lossless; an eviction is one line on standard error, and reading
+// goes on as a lossy reader with the same summary.
+func TestLossless(t *testing.T) {
+	lossy, lossyPath := segment(t, 4096)
+	lossy.PublishPattern(10)
+	code, out, errOut := runTail(lossyPath, "--lossless", "--timeout", "0")
+	if code != 1 || out != "" || !strings.HasPrefix(errOut, "shmcast-tail: error: shmcast: cannot register as a lossless reader of "+lossyPath+": it is not a lossless segment") {
+		t.Fatalf("lossy segment: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	path := filepath.Join(t.TempDir(), "lossless")
+	w, unmap, err := segtest.CreateLossless(path, 64<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unmap)
+	for i := range 20 {
+		w.PublishPattern(i * 11)
+	}
+	_, want, _ := runTail(path, "--json", "--from", "beginning", "--timeout", "0")
+	code, out, errOut = runTail(path, "--json", "--from", "beginning", "--timeout", "0", "--lossless")
+	if code != 0 || out != want || errOut != "" {
+		t.Fatalf("--lossless: code %d, stdout %q (want %q), stderr %q", code, out, want, errOut)
+	}
+	if s := w.Slot(0); s.State != segtest.Free || s.Gen != 1 || w.RegGen() != 2 {
+		t.Fatalf("after the run: slot 0 %+v, reg_gen %d", s, w.RegGen())
+	}
+
+	// Evicted while it reads: the notice, then the rest, lossy.
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	const total = 2000
+	go func() {
+		code, out, errOut := runTail(path, "--from", "beginning", "--lossless", "--verify", "--count", strconv.Itoa(total), "--timeout", "10")
+		done <- result{code, out, errOut}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); w.Slot(0).State != segtest.Active; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the tail did not register")
+		}
+	}
+	if !w.Evict(0) {
+		t.Fatal("evict")
+	}
+	for w.NextSeq() <= total {
+		w.PublishPattern(100) // not held back: nobody is registered
+	}
+	res := <-done
+	var received, lagged uint64
+	if _, err := fmt.Sscanf(res.out, "received=%d lagged=%d corrupt=0\n", &received, &lagged); err != nil || res.code != 0 || received+lagged != total {
+		t.Fatalf("code %d, stdout %q, stderr %q", res.code, res.out, res.err)
+	}
+	if want := "shmcast-tail: evicted: this registered reader held the producer back too long and is lossy from now on\n"; res.err != want {
+		t.Fatalf("stderr %q, want %q", res.err, want)
+	}
+	if s := w.Slot(0); s.State != segtest.Free || s.Gen != 2 {
+		t.Fatalf("after the eviction: slot 0 %+v", s)
+	}
+}
