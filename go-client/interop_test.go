@@ -276,10 +276,7 @@ func TestInteropBlockingReaders(t *testing.T) {
 // (finished) segment and requires byte-identical output and exit status.
 func TestInteropTailDiff(t *testing.T) {
 	bin := shmcastBin(t)
-	goTail := filepath.Join(t.TempDir(), "shmcast-tail")
-	if out, err := exec.Command("go", "build", "-o", goTail, "./cmd/shmcast-tail").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	goTail := buildGoTail(t)
 	name := segmentName(t, "diff")
 	if err := <-startPublisher(t, bin, name, "--capacity", "64K", "--count", "3000", "--size", "1-1000"); err != nil {
 		t.Fatalf("publisher: %v", err)
@@ -323,6 +320,16 @@ func TestInteropTailDiff(t *testing.T) {
 			t.Errorf("%v: no output", args)
 		}
 	}
+}
+
+// buildGoTail builds cmd/shmcast-tail into a temporary directory.
+func buildGoTail(t *testing.T) string {
+	t.Helper()
+	goTail := filepath.Join(t.TempDir(), "shmcast-tail")
+	if out, err := exec.Command("go", "build", "-o", goTail, "./cmd/shmcast-tail").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return goTail
 }
 
 func runCmdErr(t *testing.T, bin string, args ...string) (stdout, stderr []byte, code int) {
