@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::layout;
 use crate::liveness;
-use crate::registry::{self, Registry, ScanCache};
+use crate::registry::{self, GateWords, Registry, ScanCache};
 use crate::ring::WriterState;
-use crate::sync::{fence, futex_wait, spin_hint, AtomicU32, Ordering};
+use crate::sync::spin_hint;
 
 /// Default number of reader slots of a lossless segment (all the subscriber area holds).
 pub const DEFAULT_READER_SLOTS: u64 = layout::MAX_READER_SLOTS;
@@ -36,15 +36,6 @@ pub(crate) struct Blocker {
     pub pid: u64,
     pub behind_bytes: u64,
     pub behind_messages: u64,
-}
-
-/// The producer's wake-up words of lossless mode (subscriber area).
-#[derive(Clone, Copy)]
-pub(crate) struct GateWords<'a> {
-    /// `gate_wake`: the futex word the producer sleeps on while blocked.
-    pub wake: &'a AtomicU32,
-    /// `producer_blocked`.
-    pub blocked: &'a AtomicU32,
 }
 
 /// How long a publish may wait for room.
@@ -108,7 +99,7 @@ impl Gate {
         let mut spins = 0;
         let mut flagged = false;
         let result = loop {
-            let seen = words.wake.load(Ordering::Acquire);
+            let seen = words.seen();
             let r = reg.refresh(&mut self.cache, w.announced(), w.tail(), capacity);
             w.set_gate(r.gate);
             if r.gate >= limit {
@@ -164,10 +155,7 @@ impl Gate {
                 continue;
             }
             if !flagged {
-                // Store, full fence, load (the refresh): the producer half of the Dekker pair
-                // with a reader's progress store before it parks.
-                words.blocked.store(1, Ordering::Relaxed);
-                fence(Ordering::SeqCst);
+                words.announce_blocked();
                 flagged = true;
                 continue;
             }
@@ -180,10 +168,10 @@ impl Gate {
             if let Some(d) = deadline {
                 nap = nap.min(d.saturating_duration_since(now));
             }
-            futex_wait(words.wake, seen, Some(nap.max(Duration::from_micros(50))));
+            words.sleep(seen, Some(nap.max(Duration::from_micros(50))));
         };
         if flagged {
-            words.blocked.store(0, Ordering::Relaxed);
+            words.unblocked();
         }
         result
     }

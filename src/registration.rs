@@ -4,11 +4,10 @@
 use std::fs::File;
 
 use crate::error::RecvError;
-use crate::gate::{slot_lock_offset, GateWords};
+use crate::gate::slot_lock_offset;
 use crate::liveness;
-use crate::registry::{self, Registry};
+use crate::registry::{self, GateWords, Registry};
 use crate::ring::{ReaderState, Ring, StartAt};
-use crate::sync::{fence, futex_wake_all, Ordering};
 
 /// Why a registration failed (mapped to [`crate::Error`] by the subscriber, which knows the path).
 #[derive(Debug)]
@@ -127,15 +126,13 @@ impl Registration {
     ) -> Result<(), RecvError> {
         reg.publish_progress(self.slot, st.pos(), st.seq());
         self.published = st.pos();
-        if dekker {
-            fence(Ordering::SeqCst);
-        }
-        // Without the fence (a batch while busy) only a hint: a producer that misses it looks
-        // again within its probe interval, and this reader will publish again when idle.
-        if words.blocked.load(Ordering::Relaxed) != 0 {
-            words.wake.fetch_add(1, Ordering::Release);
-            futex_wake_all(words.wake);
-        }
+        words.nudge(dekker);
+        self.check(reg)
+    }
+
+    /// `Err(Evicted)` if this registration is over: the producer evicted this reader (or, on a
+    /// scribbled slot, it is no longer this reader's).
+    pub(crate) fn check(&self, reg: Registry<'_>) -> Result<(), RecvError> {
         match reg.owner_state(self.slot, self.gen) {
             registry::ACTIVE => Ok(()),
             _ => Err(RecvError::Evicted),

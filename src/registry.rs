@@ -7,7 +7,9 @@
 //! `registration` (reader) and `gate` (producer).
 
 use crate::layout::{self, slot as field};
-use crate::sync::{fence, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::sync::{fence, futex_wait, futex_wake_all, AtomicU32, AtomicU64, Ordering};
 
 /// Slot state (bits 0–1 of the `state` word): nobody is registered.
 pub(crate) const FREE: u64 = 0;
@@ -87,6 +89,57 @@ pub(crate) struct Refreshed {
     /// The `(index, state word, clamped pos)` of the slowest `ACTIVE` reader, if it is what
     /// bounds the gate (rather than the half-ring cap).
     pub holder: Option<(usize, u64, u64)>,
+}
+
+/// The wake-up words of lossless mode (`gate_wake`, `producer_blocked`; docs/LAYOUT.md,
+/// "Producer", "Blocked"): a blocked producer sleeps on `gate_wake`, and a reader that publishes
+/// progress wakes it.
+#[derive(Clone, Copy)]
+pub(crate) struct GateWords<'a> {
+    /// `gate_wake`: the futex word the producer sleeps on while blocked.
+    pub wake: &'a AtomicU32,
+    /// `producer_blocked`.
+    pub blocked: &'a AtomicU32,
+}
+
+impl GateWords<'_> {
+    /// Producer: from now on readers that publish progress wake it. Store, full fence, and then
+    /// the caller's refresh loads the readers' positions: the producer half of a Dekker pair
+    /// with [`Self::nudge`].
+    pub(crate) fn announce_blocked(&self) {
+        self.blocked.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Producer: the value to sleep on; load it before the refresh that found no room.
+    pub(crate) fn seen(&self) -> u32 {
+        self.wake.load(Ordering::Acquire)
+    }
+
+    /// Producer: sleeps until a reader's nudge, unless one came after `seen` was loaded, or until
+    /// `timeout`.
+    pub(crate) fn sleep(&self, seen: u32, timeout: Option<Duration>) {
+        futex_wait(self.wake, seen, timeout);
+    }
+
+    /// Producer: no longer blocked.
+    pub(crate) fn unblocked(&self) {
+        self.blocked.store(0, Ordering::Relaxed);
+    }
+
+    /// Reader, after publishing progress: wakes a blocked producer. With `dekker` (the reader
+    /// found nothing to read, so it may park next) a full fence first orders the progress store
+    /// before the look at `producer_blocked`, so the producer cannot sleep through it; without,
+    /// it is a hint the producer's bounded sleep makes up for.
+    pub(crate) fn nudge(&self, dekker: bool) {
+        if dekker {
+            fence(Ordering::SeqCst);
+        }
+        if self.blocked.load(Ordering::Relaxed) != 0 {
+            self.wake.fetch_add(1, Ordering::Release);
+            futex_wake_all(self.wake);
+        }
+    }
 }
 
 /// A registered reader of a lossless segment, as [`Publisher::readers`] and
@@ -301,7 +354,17 @@ impl<'a> Registry<'a> {
             }
             let floor = announced.saturating_sub(capacity);
             let mut holder = None;
+            let mut changed = false;
             for &(index, word) in &cache.active {
+                // `state` shares a line with `pos`, so checking it costs nothing. A slot whose
+                // state changed without a `reg_gen` increment (its owner died between freeing it
+                // and counting that, or a hostile write) no longer holds the gate; the next
+                // refresh scans every slot again. A registration in progress counts `reg_gen`
+                // after its state change, and the check below catches it.
+                if self.word(index, field::STATE).load(Ordering::Acquire) != word {
+                    changed = true;
+                    continue;
+                }
                 let pos = self.word(index, field::POS).load(Ordering::Acquire);
                 // A reader already overwritten cannot be protected (it is told `Lagged`), and a
                 // garbage `pos` must not stop the producer for ever or let it run past `tail`.
@@ -317,6 +380,9 @@ impl<'a> Registry<'a> {
                 Some((_, _, p)) if p + capacity < cap => (p + capacity, holder),
                 _ => (cap, None),
             };
+            if changed {
+                cache.reg_gen = None;
+            }
             self.gate_limit.store(gate, Ordering::Release);
             fence(Ordering::SeqCst);
             if self.reg_gen.load(Ordering::Relaxed) == gen {
@@ -354,6 +420,8 @@ pub(crate) struct HeapRegistry {
     evictions: AtomicU64,
     reg_gen: AtomicU64,
     slots: Vec<AtomicU64>,
+    gate_wake: AtomicU32,
+    blocked: AtomicU32,
 }
 
 #[cfg(test)]
@@ -366,6 +434,15 @@ impl HeapRegistry {
             slots: (0..slots * layout::SLOT_WORDS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            gate_wake: AtomicU32::new(0),
+            blocked: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn gate_words(&self) -> GateWords<'_> {
+        GateWords {
+            wake: &self.gate_wake,
+            blocked: &self.blocked,
         }
     }
 

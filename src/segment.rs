@@ -13,10 +13,9 @@ use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
 use crate::error::Error;
-use crate::gate::GateWords;
 use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WORDS};
 use crate::liveness;
-use crate::registry::Registry;
+use crate::registry::{GateWords, Registry};
 use crate::ring::Ring;
 use crate::stale::{self, Removal, Stale};
 use crate::sync;

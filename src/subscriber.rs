@@ -615,15 +615,18 @@ fn registered_read<T>(
     let Some(registration) = lossless.registration.as_mut() else {
         return result;
     };
-    let dekker = match &result {
-        Ok(_) if registration.batch_due(st) => false,
-        Err(RecvError::Empty) if registration.idle_due(st) => true,
-        _ => return result,
-    };
     let (Some((registry, _)), Some(words)) = (mapping.registry(), mapping.gate_words()) else {
         return result;
     };
-    let progress = registration.publish(registry, words, st, dekker);
+    let progress = match &result {
+        Ok(_) if registration.batch_due(st) => registration.publish(registry, words, st, false),
+        Err(RecvError::Empty) if registration.idle_due(st) => {
+            registration.publish(registry, words, st, true)
+        }
+        // A registered reader is lapped only once the producer has evicted it: say that first.
+        Err(RecvError::Lagged { .. }) => registration.check(registry),
+        _ => return result,
+    };
     match progress {
         Ok(()) => result,
         Err(evicted) => {
@@ -634,6 +637,10 @@ fn registered_read<T>(
                 Ok(value) => {
                     lossless.pending = Some(evicted);
                     Ok(value)
+                }
+                Err(lagged @ RecvError::Lagged { .. }) => {
+                    lossless.pending = Some(lagged);
+                    Err(evicted)
                 }
                 Err(_) => Err(evicted),
             }

@@ -964,8 +964,6 @@ fn write_lock_byte(file: &std::fs::File, offset: usize) {
 /// reader being dead, and within `max_block` at worst. The interrupted unregistration is
 /// reproduced here by writing the `FREE` state word, then killing the reader.
 #[test]
-#[ignore = "library bug: a blocked producer trusts the slot states it cached until reg_gen \
-            changes, so it waits for ever on a slot that is FREE (see the report)"]
 fn a_slot_freed_without_a_reg_gen_change_releases_the_producer() {
     let _serial = serial();
     let (name, _guard) = shm_name("ll-mp-stale");
@@ -1001,8 +999,6 @@ fn a_slot_freed_without_a_reg_gen_change_releases_the_producer() {
 /// timing involved: a registered reader that never read is evicted and lapped; its first read
 /// must be the eviction notice.
 #[test]
-#[ignore = "library bug: a registered reader evicted and then lapped reads Lagged before \
-            Evicted (src/subscriber.rs, registered_read; see the report)"]
 fn an_evicted_and_lapped_reader_is_told_evicted_before_lagged() {
     let _serial = serial();
     let (name, _guard) = shm_name("ll-mp-order");

@@ -96,3 +96,36 @@ fn every_change_bumps_reg_gen_and_the_cache_notices() {
     assert!(cache.active().is_empty());
     assert_eq!(reg.reg_gen(), 2);
 }
+
+#[test]
+fn a_nudge_wakes_only_a_blocked_producer() {
+    let heap = HeapRegistry::new(1);
+    let gate = heap.gate_words();
+    let seen = gate.seen();
+    gate.nudge(true);
+    assert_eq!(gate.seen(), seen, "nobody blocked: no wake-up");
+    gate.announce_blocked();
+    gate.nudge(false);
+    assert_eq!(gate.seen(), seen + 1, "a blocked producer is woken");
+    // The sleep returns at once: the word moved since `seen`.
+    gate.sleep(seen, Some(std::time::Duration::from_secs(10)));
+    gate.unblocked();
+    gate.nudge(true);
+    assert_eq!(gate.seen(), seen + 1);
+}
+
+#[test]
+fn a_slot_changed_without_reg_gen_no_longer_holds_the_gate() {
+    let words = HeapRegistry::new(1);
+    let reg = words.registry();
+    let gen = reg.activate(0, 0, 1, 1, 0);
+    reg.announce_registration();
+    let mut cache = ScanCache::default();
+    assert!(reg.refresh(&mut cache, 5_000, 5_000, CAP).holder.is_some());
+    // Freed without counting it in reg_gen (an owner killed half-way through unregistering).
+    words.slots[0].store(state_word(gen, FREE), Ordering::Relaxed);
+    let r = reg.refresh(&mut cache, 5_000, 5_000, CAP);
+    assert_eq!(r.holder, None);
+    reg.refresh(&mut cache, 5_000, 5_000, CAP);
+    assert!(cache.active().is_empty(), "the next refresh scans every slot again");
+}
