@@ -927,3 +927,35 @@ func TestRegisteredReadAllocs(t *testing.T) {
 		t.Fatal("lost the slot")
 	}
 }
+
+// TestRegisterSkipStopsAfterPadding: the first record at or after the
+// floor may be a message whose padding record starts before the floor;
+// the registrant moves to that message and delivers it, rather than
+// passing over it with the padding.
+func TestRegisterSkipStopsAfterPadding(t *testing.T) {
+	w, path := losslessSegment(t, 4096, 1)
+	var target, targetPos uint64
+	for w.NextSeq() < 12 {
+		prevEnd := w.Tail()
+		seq, pos := w.PublishPattern(1000) // 1016 bytes: three a lap, then padding
+		if pos%4096 == 0 && pos > prevEnd && target == 0 && pos > 4096 {
+			target, targetPos = seq, pos
+		}
+	}
+	if target == 0 {
+		t.Fatal("no message after a padding record")
+	}
+	head := w.Load(segtest.OffHead)
+	if head >= targetPos-8 {
+		t.Fatalf("head %d is not before the padding of %d", head, targetPos)
+	}
+	// The gate in force protects exactly from the message on: its padding
+	// record, before it, is not protected.
+	w.Store(segtest.OffGateLimit, targetPos+4096)
+	r := openRegistered(t, path, WithStart(Oldest))
+	buf := make([]byte, r.MaxPayload())
+	m, err := r.TryRead(buf)
+	if err != nil || m.Seq != target {
+		t.Fatalf("first read: seq %d, %v; want seq %d", m.Seq, err, target)
+	}
+}
