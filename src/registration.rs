@@ -49,15 +49,16 @@ impl Registration {
         start: StartAt,
     ) -> Result<Registered, RegisterError> {
         let slot = take_free_slot(reg, file)?;
+        let mut gen = None;
         let joined = (|| {
             let mut st = ring.join(start)?;
-            let gen = reg.activate(
+            gen = Some(reg.activate(
                 slot,
                 st.pos(),
                 st.seq(),
                 u64::from(std::process::id()),
                 now_ns(),
-            );
+            ));
             let gate = reg.announce_registration();
             let capacity = ring.capacity();
             let mut skipped = 0;
@@ -69,10 +70,10 @@ impl Registration {
                 skipped = ring.skip_to(&mut st, gate - capacity)?;
                 reg.publish_progress(slot, st.pos(), st.seq());
             }
-            Ok((gen, st, skipped))
+            Ok((st, skipped))
         })();
-        match joined {
-            Ok((gen, state, skipped)) => Ok(Registered {
+        match (joined, gen) {
+            (Ok((state, skipped)), Some(gen)) => Ok(Registered {
                 registration: Registration {
                     slot,
                     gen,
@@ -82,9 +83,15 @@ impl Registration {
                 state,
                 skipped,
             }),
-            Err(e) => {
+            (joined, gen) => {
+                // A corrupt ring: give the slot back as unregistering does.
+                if let Some(gen) = gen {
+                    reg.deactivate(slot, gen);
+                }
                 let _ = liveness::unlock_byte(file, slot_lock_offset(slot));
-                Err(RegisterError::Join(e))
+                Err(RegisterError::Join(joined.err().unwrap_or(
+                    RecvError::corrupt("a registration did not complete"),
+                )))
             }
         }
     }
@@ -140,9 +147,15 @@ impl Registration {
     }
 
     /// Gives the slot back (unregistering, or after an eviction): frees it if it is still this
-    /// registration's, then releases the lock.
-    pub(crate) fn release(self, reg: Registry<'_>, file: &File) {
+    /// registration's, wakes a producer this reader may have held back, then releases the lock.
+    /// The lock sits on the open file description the subscriber's mappings were made from, so
+    /// it is released explicitly: closing the descriptor alone would keep it while a mapping
+    /// lives.
+    pub(crate) fn release(self, reg: Registry<'_>, words: Option<GateWords<'_>>, file: &File) {
         reg.deactivate(self.slot, self.gen);
+        if let Some(words) = words {
+            words.nudge(true);
+        }
         let _ = liveness::unlock_byte(file, slot_lock_offset(self.slot));
     }
 }

@@ -561,6 +561,65 @@ impl<'a> Ring<'a> {
         Ok((candidate.seq(), len))
     }
 
+    /// Copies up to `max` consecutive messages into `buf`, back to back, and records each one's
+    /// sequence number and length in `out` (cleared first); returns how many. The copies are
+    /// validated together: one fence and one load of `intent` at the end prove every record at
+    /// or after the first one intact (a later record has a later position, so it is lapped
+    /// only if the first is). Stops early at the first message that does not fit in the rest of
+    /// `buf`, at the end of what is published, and at anything unusual (a lap, a bad length, a
+    /// second padding record), which the single read handles when nothing was copied yet: then
+    /// this returns what [`Self::read_into`] returns, as a batch of one or an error.
+    pub(crate) fn read_batch<T>(
+        &self,
+        st: &mut ReaderState,
+        buf: &mut [u8],
+        out: &mut Vec<T>,
+        max: usize,
+        entry: impl Fn(u64, usize) -> T,
+    ) -> Result<usize, RecvError> {
+        out.clear();
+        if max == 0 {
+            return Ok(0);
+        }
+        let first = st.pos;
+        let mut local = *st;
+        let mut at = 0;
+        let mut skipped_padding = false;
+        while out.len() < max {
+            let commit = self.at(local.pos).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if commit == local.seq {
+                let len = self.at(local.pos + 8).load(Ordering::Relaxed) & LEN_MASK;
+                let span = record_span(len);
+                if len > self.max_payload()
+                    || (local.pos & self.mask) + span > self.capacity()
+                    || at + len as usize > buf.len()
+                {
+                    break;
+                }
+                copy_out(self.words(local.pos, len), &mut buf[at..at + len as usize]);
+                out.push(entry(local.seq, len as usize));
+                at += len as usize;
+                local.pos += span;
+                local.seq += 1;
+                skipped_padding = false;
+            } else if commit == local.seq | PAD && !skipped_padding && local.pos & self.mask != 0 {
+                local.pos += self.capacity() - (local.pos & self.mask);
+                skipped_padding = true;
+            } else {
+                break;
+            }
+        }
+        if !out.is_empty() && !self.lapped(self.intent_after_fence(), first) {
+            *st = local;
+            return Ok(out.len());
+        }
+        out.clear();
+        let (seq, len) = self.read_into(st, buf)?;
+        out.push(entry(seq, len));
+        Ok(1)
+    }
+
     /// Copies the next message into `buf`, resized to its length; returns its sequence number.
     #[inline]
     pub(crate) fn read_to_vec(
@@ -769,6 +828,9 @@ impl<'a> Ring<'a> {
         let first = st.seq;
         while st.pos < floor {
             match self.peek(st) {
+                // Past a padding record `peek` may land at or after `floor`: that message is
+                // protected, so it stays unread.
+                Ok(candidate) if candidate.pos >= floor => break,
                 Ok(candidate) => match self.confirm(st, &candidate) {
                     Ok(()) | Err(RecvError::Lagged { .. }) => {}
                     Err(e) => return Err(e),

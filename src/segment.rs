@@ -680,18 +680,6 @@ pub(crate) fn validate(path: &Path, id: &Identity, file_size: u64) -> Result<(),
             flags: id.flags,
         });
     }
-    if id.flags & layout::FLAG_LOSSLESS != 0
-        && !(1..=layout::MAX_READER_SLOTS).contains(&id.reader_slots)
-    {
-        return Err(Error::InvalidHeader {
-            path: path(),
-            reason: format!(
-                "reader_slots is {} on a lossless segment, expected 1 to {}",
-                id.reader_slots,
-                layout::MAX_READER_SLOTS
-            ),
-        });
-    }
     if id.data_offset != DATA_OFFSET {
         return Err(Error::InvalidHeader {
             path: path(),
@@ -702,6 +690,18 @@ pub(crate) fn validate(path: &Path, id: &Identity, file_size: u64) -> Result<(),
         return Err(Error::InvalidHeader {
             path: path(),
             reason: format!("capacity {}: {reason}", id.capacity),
+        });
+    }
+    if id.flags & layout::FLAG_LOSSLESS != 0
+        && !(1..=layout::MAX_READER_SLOTS).contains(&id.reader_slots)
+    {
+        return Err(Error::InvalidHeader {
+            path: path(),
+            reason: format!(
+                "reader_slots is {} on a lossless segment, expected 1 to {}",
+                id.reader_slots,
+                layout::MAX_READER_SLOTS
+            ),
         });
     }
     let expected = DATA_OFFSET + id.capacity;
