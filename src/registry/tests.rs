@@ -127,5 +127,8 @@ fn a_slot_changed_without_reg_gen_no_longer_holds_the_gate() {
     let r = reg.refresh(&mut cache, 5_000, 5_000, CAP);
     assert_eq!(r.holder, None);
     reg.refresh(&mut cache, 5_000, 5_000, CAP);
-    assert!(cache.active().is_empty(), "the next refresh scans every slot again");
+    assert!(
+        cache.active().is_empty(),
+        "the next refresh scans every slot again"
+    );
 }
