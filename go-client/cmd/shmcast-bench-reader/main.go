@@ -4,7 +4,7 @@
 //
 //	shmcast-bench-reader NAME --mode latency|throughput --count N
 //	                          [--cpu K] [--timeout SECONDS]
-//	                          [--wait spin|yield|backoff|block]
+//	                          [--wait spin|yield|backoff|block] [--lossless]
 //
 // NAME follows the CLI naming rule (docs/CLI.md): "/demo" or "demo" is the
 // shared-memory object /dev/shm/demo, a name with a slash after its first
@@ -15,6 +15,13 @@
 // the segment to appear and, after that, any stretch without a new message.
 // --cpu K pins the reading thread to CPU K (a failure is reported on
 // standard error and the run goes on unpinned).
+//
+// --lossless registers the reader in a reader slot of a lossless segment
+// (shmcast.WithLossless; docs/LAYOUT.md, "Lossless mode"), so the producer
+// waits rather than overwrite a message it has not read. Opening fails if
+// the segment is not lossless or has no free slot, rather than read lossy;
+// an eviction (shmcast.ErrEvicted) ends the run with an error. The output
+// is the same; "lagged" is then 0 unless something went wrong.
 //
 // The read loop calls TryRead into a preallocated buffer of MaxPayload
 // bytes; it never sleeps and does not allocate per message. That is
@@ -68,7 +75,7 @@ import (
 
 const (
 	prog  = "shmcast-bench-reader"
-	usage = "usage: " + prog + " NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS] [--wait spin|yield|backoff|block]"
+	usage = "usage: " + prog + " NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS] [--wait spin|yield|backoff|block] [--lossless]"
 
 	defaultTimeout = 30 * time.Second
 	// maxCPU is the number of CPUs the affinity mask passed to
@@ -91,12 +98,13 @@ const (
 )
 
 type config struct {
-	name    string
-	mode    mode
-	count   uint64
-	cpu     int // -1: not pinned
-	timeout time.Duration
-	wait    shmcast.WaitStrategy
+	name     string
+	mode     mode
+	count    uint64
+	cpu      int // -1: not pinned
+	timeout  time.Duration
+	wait     shmcast.WaitStrategy
+	lossless bool // register in a reader slot (WithLossless)
 }
 
 // run is the whole command; it returns the exit status.
@@ -132,6 +140,7 @@ func parseArgs(args []string) (config, error) {
 	cpu := fs.String("cpu", "", "pin the reading thread to CPU `K`")
 	timeout := fs.String("timeout", "", "give up after `SECONDS` without the segment or a new message (default 30)")
 	wait := fs.String("wait", "spin", "how to wait for a message: spin, yield, backoff or block")
+	fs.BoolVar(&cfg.lossless, "lossless", false, "register as a lossless reader (the segment must be lossless)")
 	// The flag package stops at the first operand; NAME may come first, so
 	// parse again after each one (as shmcast-tail does).
 	var operands []string
@@ -193,7 +202,11 @@ func parseArgs(args []string) (config, error) {
 func open(cfg config) (*shmcast.Reader, error) {
 	deadline := time.Now().Add(cfg.timeout)
 	for {
-		r, err := shmcast.Open(cfg.name, shmcast.WithStart(shmcast.Beginning), shmcast.WithWait(cfg.wait))
+		opts := []shmcast.Option{shmcast.WithStart(shmcast.Beginning), shmcast.WithWait(cfg.wait)}
+		if cfg.lossless {
+			opts = append(opts, shmcast.WithLossless())
+		}
+		r, err := shmcast.Open(cfg.name, opts...)
 		if err == nil {
 			return r, nil
 		}

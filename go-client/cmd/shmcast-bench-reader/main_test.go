@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,6 +176,60 @@ func TestLaggedCounts(t *testing.T) {
 	}
 }
 
+// TestLossless: with --lossless the reader registers in a reader slot of a
+// lossless segment, so a producer that publishes far more than the ring
+// holds, as fast as the gate lets it, never laps it: every message
+// arrives, and the slot is given back at the end. (Whether the producer
+// had to wait here depends on the goroutines' pace; TestBinaryLossless
+// stops the reader to make it wait.)
+func TestLossless(t *testing.T) {
+	for _, wait := range []string{"spin", "block"} {
+		path := filepath.Join(t.TempDir(), "seg")
+		w, unmap, err := segtest.CreateLossless(path, 4096, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const count, size = 400, 300 // 30 laps of a 4 KiB ring
+		type outcome struct {
+			code           int
+			stdout, stderr string
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			code, out, errOut := runReader(path, "--mode", "throughput", "--count", strconv.Itoa(count),
+				"--timeout", "10", "--wait", wait, "--lossless")
+			done <- outcome{code, out, errOut}
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for w.Slot(0).State != segtest.Active {
+			if time.Now().After(deadline) {
+				t.Fatalf("--wait %s: the reader did not register", wait)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		var sum uint64
+		for range count {
+			seq, _, err := w.PublishPatternWait(size, time.Millisecond, 10*time.Second)
+			if err != nil {
+				t.Fatalf("--wait %s: %v", wait, err)
+			}
+			sum += wantSum(segtest.Pattern(seq, size))
+		}
+		o := <-done
+		slot := w.Slot(0)
+		unmap()
+		if o.code != 0 || o.stderr != "" {
+			t.Fatalf("--wait %s: code %d, stderr %q", wait, o.code, o.stderr)
+		}
+		if r := parse(t, "throughput", o.stdout); r.Received != count || r.Lagged != 0 || r.Checksum != sum {
+			t.Fatalf("--wait %s: got %+v, want %d received, 0 lagged, checksum %d", wait, r, count, sum)
+		}
+		if slot.State != segtest.Free {
+			t.Errorf("--wait %s: slot 0 is %+v after the reader closed, want it free", wait, slot)
+		}
+	}
+}
+
 func TestLatency(t *testing.T) {
 	w, path := segment(t, 1<<16)
 	for range 20 {
@@ -267,6 +322,9 @@ func TestErrors(t *testing.T) {
 		{[]string{"x", "--mode", "latency", "--count", "1", "--timeout", "soon"}, 2, "invalid --timeout"},
 		{[]string{"x", "--mode", "latency", "--count", "1", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"x", "--mode", "latency", "--count", "1", "--wait", "sleep"}, 2, "invalid --wait"},
+		{[]string{"x", "--mode", "latency", "--count", "1", "--lossless=maybe"}, 2, "invalid boolean value"},
+		// --lossless needs a lossless segment: no falling back to reading lossy.
+		{[]string{path, "--mode", "throughput", "--count", "2", "--lossless"}, 1, "it is not a lossless segment"},
 		{[]string{"./no/such/segment", "--mode", "latency", "--count", "1", "--timeout", "0.05"}, 1, "timed out after 50ms waiting for the segment"},
 		{[]string{bad, "--mode", "throughput", "--count", "1", "--timeout", "5"}, 1, "bad magic"},
 		// Two messages, then nothing: the idle timeout ends the run.
@@ -300,6 +358,7 @@ func TestBinary(t *testing.T) {
 	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	t.Run("lossless", func(t *testing.T) { binaryLossless(t, bin) })
 	for _, mode := range []string{"latency", "throughput"} {
 		t.Run(mode, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "seg")
@@ -345,5 +404,86 @@ func TestBinary(t *testing.T) {
 				t.Fatalf("got %+v, want checksum %d and positive rates", r, sum)
 			}
 		})
+	}
+}
+
+// binaryLossless runs the built command with --lossless against a lossless
+// segment and stops it (SIGSTOP) once it has registered: the producer must
+// then be held back within one ring, and once the reader goes on
+// (SIGCONT) every message arrives.
+func binaryLossless(t *testing.T, bin string) {
+	path := filepath.Join(t.TempDir(), "seg")
+	w, unmap, err := segtest.CreateLossless(path, 1<<14, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmap()
+	const count, size = 2000, 200 // about 26 laps of a 16 KiB ring
+	cmd := exec.Command(bin, path, "--mode", "throughput", "--count", strconv.Itoa(count), "--timeout", "20", "--lossless")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill() //nolint:errcheck // a no-op once it has exited
+	deadline := time.Now().Add(20 * time.Second)
+	for w.Slot(0).State != segtest.Active {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reader did not register; stderr %q", stderr.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// The signal is delivered asynchronously: wait until the reader is stopped.
+	stat := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat"
+	for {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "PID (COMM) STATE ...": the state follows the last ')'.
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] == "T" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reader did not stop: %q", b)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var sum uint64
+	published := 0
+	for ; published < count; published++ {
+		p := segtest.Pattern(w.NextSeq(), size)
+		if _, _, ok := w.TryPublish(p); !ok {
+			break
+		}
+		sum += wantSum(p)
+	}
+	if published == count || uint64(published*size) > 2*w.Capacity {
+		t.Fatalf("a stopped registered reader let the producer publish %d messages of %d bytes into a %d-byte ring", published, size, w.Capacity)
+	}
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for ; published < count; published++ {
+		seq, _, err := w.PublishPatternWait(size, time.Millisecond, 20*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += wantSum(segtest.Pattern(seq, size))
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v, stderr %q", err, stderr.String())
+	}
+	if e := stderr.String(); e != "" {
+		t.Errorf("stderr %q", e)
+	}
+	if r := parse(t, "throughput", stdout.String()); r.Received != count || r.Lagged != 0 || r.Checksum != sum {
+		t.Fatalf("got %+v, want %d received, 0 lagged, checksum %d", r, count, sum)
+	}
+	if s := w.Slot(0); s.State != segtest.Free {
+		t.Errorf("slot 0 is %+v after the reader exited, want it free", s)
 	}
 }
