@@ -8,8 +8,8 @@
 //!
 //! - [`floor`]: one cache line bounced between the two CPUs (threads of the harness), halved.
 //! - [`shm`]: shmcast ping-pong over two segments (halved), one-way latency by timestamps
-//!   (Rust and optionally Go readers), consumer throughput, and the producer's publish rate with
-//!   0, 1 and N consumers.
+//!   (Rust and optionally Go readers), consumer throughput (each reader lossy and registered on
+//!   a lossless segment), and the producer's publish rate with 0, 1 and N consumers.
 //! - [`transports`]: the same ping-pong and throughput over a UDS stream, a UDS seqpacket socket
 //!   and a pair of pipes, with the same payloads and the same 4-byte length framing.
 //! - [`idle`]: the CPU time of an idle subscriber with each wait strategy.
@@ -318,14 +318,28 @@ fn measure(args: &BenchArgs) -> Result<()> {
     if wants(Part::Throughput) {
         for &size in &plan.sizes {
             let count = Plan::messages(plan.max_messages, plan.max_bytes, size);
-            let mut readers = vec![shm::Reader::Rust];
-            if let Some(go) = &go_reader {
-                readers.push(shm::Reader::Go(go));
+            // Each reader lossy, then registered on a lossless segment, in the same rounds.
+            let mut configs = Vec::new();
+            for reader in
+                std::iter::once(shm::Reader::Rust).chain(go_reader.iter().map(shm::Reader::Go))
+            {
+                configs.push((reader, shm::Mode::Lossy));
+                configs.push((reader, shm::Mode::Lossless));
             }
-            let runs = interleaved_rounds(&readers, plan.throughput_rounds, |reader| {
-                shm::throughput(&ctx, reader, size, count, args.wait)
+            let runs = interleaved_rounds(&configs, plan.throughput_rounds, |(reader, mode)| {
+                shm::throughput(&ctx, reader, mode, size, count, args.wait)
             })?;
-            for row in runs.into_iter().filter_map(median_round) {
+            let mut lossy = None;
+            for (rounds, &(_, mode)) in runs.into_iter().zip(&configs) {
+                let Some(mut row) = median_round(rounds) else {
+                    continue;
+                };
+                match mode {
+                    shm::Mode::Lossy => lossy = Some(row.msgs_per_s),
+                    shm::Mode::Lossless => {
+                        row.vs_lossy = lossy.filter(|&l| l > 0.0).map(|l| row.msgs_per_s / l);
+                    }
+                }
                 rows.push(out.emit(Row::Throughput(row))?);
             }
             let count = Plan::messages(plan.socket_max_messages, plan.socket_max_bytes, size);

@@ -64,6 +64,17 @@ fn leftovers(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Runs `shmcast ARGS` as [`shmcast`] does and checks that it succeeded, did not panic and
+/// left no segment behind.
+fn succeeded(args: &[&str], limit: Duration) -> Output {
+    let (output, pid) = shmcast(args, limit);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
+    output
+}
+
 fn lines(output: &Output) -> Vec<Value> {
     let text = String::from_utf8(output.stdout.clone()).expect("UTF-8 output");
     text.lines()
@@ -91,16 +102,13 @@ fn text(v: &Value, key: &str) -> String {
 
 #[test]
 fn quick_json_run_reports_every_measurement() {
-    let (output, pid) = shmcast(&["bench", "--quick", "--json"], Duration::from_secs(300));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
+    let output = succeeded(&["bench", "--quick", "--json"], Duration::from_secs(300));
 
     let results = lines(&output);
     let mut latency = BTreeSet::new();
     let mut throughput = BTreeSet::new();
     let mut producer_consumers = BTreeSet::new();
+    let mut shm_modes = BTreeSet::new();
     let mut waiting = Vec::new();
     for v in &results {
         let transport = text(v, "transport");
@@ -129,9 +137,17 @@ fn quick_json_run_reports_every_measurement() {
             "throughput" => {
                 positive(v, "msgs_per_s");
                 positive(v, "bytes_per_s");
+                check_reader_and_mode(v);
                 match text(v, "side").as_str() {
                     "consumer" => {
                         positive(v, "received");
+                        if transport == "shm" {
+                            shm_modes.insert((text(v, "reader"), text(v, "mode")));
+                        } else {
+                            // Sockets and pipes: a Rust peer, and a writer that blocks.
+                            assert_eq!(text(v, "reader"), "rust", "{v}");
+                            assert_eq!(text(v, "mode"), "lossless", "{v}");
+                        }
                         // The median round, between the slowest and the fastest (one with --quick).
                         assert_eq!(v["rounds"].as_u64(), Some(1), "{v}");
                         let rate = v["msgs_per_s"].as_f64().expect("msgs_per_s");
@@ -143,6 +159,8 @@ fn quick_json_run_reports_every_measurement() {
                     "producer" => {
                         assert_eq!(transport, "shm");
                         producer_consumers.insert(v["consumers"].as_u64().expect("consumers"));
+                        assert_eq!(text(v, "reader"), "rust", "{v}");
+                        assert_eq!(text(v, "mode"), "lossy", "{v}");
                         // Busy-spinning consumers never park; the count is there either way.
                         assert!(v["wakeups"].as_u64().is_some(), "{v}");
                         assert_eq!(text(v, "wait"), "spin", "{v}");
@@ -167,8 +185,47 @@ fn quick_json_run_reports_every_measurement() {
         );
     }
     assert_eq!(producer_consumers, BTreeSet::from([0, 1, 2]));
+    // Each shm throughput row has its lossless twin in the same run.
+    assert_eq!(
+        shm_modes,
+        BTreeSet::from([
+            ("rust".to_owned(), "lossy".to_owned()),
+            ("rust".to_owned(), "lossless".to_owned())
+        ])
+    );
     // The default run includes the wake and idle parts.
     check_wake_and_idle(&waiting, "block");
+}
+
+/// Checks the keys every throughput row carries: `"reader"` and `"mode"`, `"batch"` where a
+/// batched receive API was used; and that a lossless shm consumer row lost nothing and is
+/// compared with its lossy twin.
+fn check_reader_and_mode(v: &Value) {
+    let reader = text(v, "reader");
+    assert!(reader == "rust" || reader == "go", "{v}");
+    let mode = text(v, "mode");
+    assert!(mode == "lossy" || mode == "lossless", "{v}");
+    if let Some(batch) = v.get("batch") {
+        assert!(batch.as_u64().is_some_and(|b| b > 0), "{v}");
+    }
+    if v["transport"] == "shm" && v["side"] == "consumer" && mode == "lossless" {
+        let sent = v["sent"].as_u64().expect("sent");
+        assert!(sent > 0, "{v}");
+        assert_eq!(
+            v["received"].as_u64(),
+            Some(sent),
+            "a lossless row lost messages: {v}"
+        );
+        assert_eq!(
+            v["lagged"].as_u64(),
+            Some(0),
+            "a lossless row lost messages: {v}"
+        );
+        assert_eq!(v["lost_fraction"].as_f64(), Some(0.0), "{v}");
+        positive(v, "msgs_per_s_vs_lossy");
+    } else {
+        assert!(v.get("msgs_per_s_vs_lossy").is_none(), "{v}");
+    }
 }
 
 /// Checks the rows of the wake and idle parts: one shm (waiting with `wait`) and one UDS
@@ -232,19 +289,16 @@ fn check_wake_and_idle(rows: &[Value], wait: &str) {
 
 #[test]
 fn wake_and_idle_parts_report_json() {
-    let (output, pid) = shmcast(
+    let output = succeeded(
         &["bench", "--quick", "--json", "--only", "wake,idle"],
         Duration::from_secs(120),
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
     check_wake_and_idle(&lines(&output), "block");
 }
 
 #[test]
 fn wait_flag_reaches_the_shm_readers() {
-    let (output, pid) = shmcast(
+    let output = succeeded(
         &[
             "bench",
             "--quick",
@@ -260,9 +314,6 @@ fn wait_flag_reaches_the_shm_readers() {
         ],
         Duration::from_secs(300),
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
     let results = lines(&output);
     let shm: Vec<&Value> = results.iter().filter(|v| v["transport"] == "shm").collect();
     assert!(
@@ -294,7 +345,7 @@ fn table_run_on_one_cpu_says_it_is_not_pinned() {
         .find(|&c| allowed.is_set(c).unwrap_or(false))
         .expect("an allowed CPU")
         .to_string();
-    let (output, pid) = shmcast(
+    let output = succeeded(
         &[
             "bench",
             "--quick",
@@ -310,8 +361,6 @@ fn table_run_on_one_cpu_says_it_is_not_pinned() {
         Duration::from_secs(300),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
     assert!(stdout.contains("NOT pinned"), "{stdout}");
     for row in [
         "floor",
@@ -323,7 +372,79 @@ fn table_run_on_one_cpu_says_it_is_not_pinned() {
         assert!(stdout.contains(row), "no {row:?} row in\n{stdout}");
     }
     assert!(stdout.contains("Producer publish rate"), "{stdout}");
-    assert!(leftovers(pid).is_empty(), "left {:?}", leftovers(pid));
+}
+
+#[test]
+fn throughput_table_shows_each_lossless_row_under_its_lossy_one() {
+    let output = succeeded(
+        &[
+            "bench",
+            "--quick",
+            "--only",
+            "throughput",
+            "--sizes",
+            "64,4096",
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = stdout.lines().collect();
+    for size in ["64 B", "4096 B"] {
+        let at = |label: &str| {
+            rows.iter()
+                .position(|l| l.trim_start().starts_with(size) && l.contains(label))
+                .unwrap_or_else(|| panic!("no {size} {label:?} row in\n{stdout}"))
+        };
+        let lossy = at("shm, rust reader, lossy ");
+        let lossless = at("shm, rust reader, lossless ");
+        assert_eq!(lossless, lossy + 1, "\n{stdout}");
+        // Nothing lost.
+        let cells: Vec<&str> = rows[lossless].split_whitespace().collect();
+        assert!(cells.contains(&"0.00%"), "{}", rows[lossless]);
+    }
+    assert!(stdout.contains("x lossy"), "{stdout}");
+    assert!(
+        stdout.contains("lossless: the segment is lossless"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn go_reader_throughput_rows_include_a_lossless_one() {
+    if Command::new("go").arg("version").output().is_err() {
+        eprintln!("skipped: no go tool to build the Go bench reader");
+        return;
+    }
+    let output = succeeded(
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--only",
+            "throughput",
+            "--consumer",
+            "go",
+        ],
+        Duration::from_secs(300),
+    );
+    let mut shm_modes = Vec::new();
+    for v in lines(&output) {
+        check_reader_and_mode(&v);
+        if v["transport"] == "shm" {
+            shm_modes.push((text(&v, "reader"), text(&v, "mode")));
+        }
+    }
+    // Each reader lossy, then lossless, in the order of the table.
+    let want: Vec<(String, String)> = [
+        ("rust", "lossy"),
+        ("rust", "lossless"),
+        ("go", "lossy"),
+        ("go", "lossless"),
+    ]
+    .iter()
+    .map(|&(r, m)| (r.to_owned(), m.to_owned()))
+    .collect();
+    assert_eq!(shm_modes, want);
 }
 
 #[test]

@@ -85,6 +85,9 @@ pub struct PeerArgs {
     /// How long the idle subscriber waits, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
+    /// shm consumers: register as a lossless reader (the segment must be lossless).
+    #[arg(long)]
+    pub lossless: bool,
     /// Timestamp readers: also print every sample (`"latencies_ns"`).
     #[arg(long)]
     pub raw: bool,

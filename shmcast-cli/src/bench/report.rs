@@ -138,7 +138,15 @@ impl LatencyRow {
 pub struct ThroughputRow {
     pub transport: &'static str,
     pub size: usize,
-    pub reader: Option<&'static str>,
+    /// The consumer's language: `"rust"` (the Rust `Subscriber`, or the socket and pipe
+    /// reader of a Rust peer) or `"go"`.
+    pub reader: &'static str,
+    /// `"lossy"` (the producer may overwrite what the reader has not read; lost messages are
+    /// reported as lagged) or `"lossless"` (a registered reader on a lossless segment, or a
+    /// socket or pipe, whose writer blocks: nothing can be lost).
+    pub mode: &'static str,
+    /// Messages received per call of a batched receive API, when one was used.
+    pub batch: Option<usize>,
     pub wait: &'static str,
     /// See [`LatencyRow::recv_call`].
     pub recv_call: bool,
@@ -162,6 +170,9 @@ pub struct ThroughputRow {
     pub rounds: usize,
     pub min_msgs_per_s: f64,
     pub max_msgs_per_s: f64,
+    /// Lossless shm rows: `msgs_per_s` over that of the lossy row of the same size and reader
+    /// in the same run (both medians).
+    pub vs_lossy: Option<f64>,
 }
 
 /// A rate measured in several rounds and reported as the median round, with the slowest and
@@ -408,12 +419,14 @@ impl Reporter {
                 fields.push(("metric", json!("throughput")));
                 fields.push(("side", json!("consumer")));
                 fields.push(("size", json!(r.size)));
-                if let Some(reader) = r.reader {
-                    fields.push(("reader", json!(reader)));
-                }
+                fields.push(("reader", json!(r.reader)));
+                fields.push(("mode", json!(r.mode)));
                 fields.push(("wait", json!(r.wait)));
                 if r.recv_call {
-                    fields.push(("recv", json!(recv_call(r.reader))));
+                    fields.push(("recv", json!(recv_call(Some(r.reader)))));
+                }
+                if let Some(batch) = r.batch {
+                    fields.push(("batch", json!(batch)));
                 }
                 fields.push(("msgs_per_s", rate(r.msgs_per_s)));
                 fields.push(("bytes_per_s", rate(r.bytes_per_s)));
@@ -425,6 +438,9 @@ impl Reporter {
                 fields.push(("rounds", json!(r.rounds)));
                 fields.push(("msgs_per_s_min", rate(r.min_msgs_per_s)));
                 fields.push(("msgs_per_s_max", rate(r.max_msgs_per_s)));
+                if let Some(ratio) = r.vs_lossy {
+                    fields.push(("msgs_per_s_vs_lossy", json!(round3(ratio))));
+                }
                 if let Some(c) = r.capacity {
                     fields.push(("capacity", json!(c)));
                 }
@@ -441,6 +457,9 @@ impl Reporter {
                 fields.push(("side", json!("producer")));
                 fields.push(("size", json!(r.size)));
                 fields.push(("consumers", json!(r.consumers)));
+                // The consumers, when there are any: Rust subscribers, lossy.
+                fields.push(("reader", json!("rust")));
+                fields.push(("mode", json!("lossy")));
                 fields.push(("wait", json!(r.wait)));
                 if r.recv_call {
                     fields.push(("recv", json!(recv_call(Some("rust")))));
@@ -631,17 +650,23 @@ impl Reporter {
         writeln!(
             out,
             "Throughput, one producer and one consumer process; the consumer copies and \
-             checksums every payload, one message per receive call"
+             checksums every payload, one message per receive call{}",
+            if all.iter().any(|t| t.batch.is_some()) {
+                " (or per batch, where one is named)"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             out,
-            "  {:>6}  {:<28} {:>12} {:>12} {:>8} {:>8} {:>13} {:>23}",
+            "  {:>6}  {:<40} {:>12} {:>12} {:>8} {:>8} {:>8} {:>14} {:>23}",
             "size",
             "transport",
             "msgs/s",
             "bytes/s",
             "lost",
             "x uds",
+            "x lossy",
             "producer msg/s",
             "range of rounds"
         )?;
@@ -650,10 +675,17 @@ impl Reporter {
                 .iter()
                 .find(|u| u.size == t.size && u.transport == "uds-stream" && u.wait == "block")
                 .map(|u| u.msgs_per_s);
-            let name = match t.reader {
-                Some(r) if t.recv_call => format!("{}, {r} reader, recv {}", t.transport, t.wait),
-                Some(r) => format!("{}, {r} reader", t.transport),
-                None => format!(
+            let name = if t.transport == "shm" {
+                let mut name = format!("shm, {} reader, {}", t.reader, t.mode);
+                if t.recv_call {
+                    name.push_str(&format!(", recv {}", t.wait));
+                }
+                if let Some(batch) = t.batch {
+                    name.push_str(&format!(", batch {batch}"));
+                }
+                name
+            } else {
+                format!(
                     "{}, {}",
                     t.transport,
                     if t.wait == "spin" {
@@ -661,17 +693,18 @@ impl Reporter {
                     } else {
                         "blocking"
                     }
-                ),
+                )
             };
             writeln!(
                 out,
-                "  {:>6}  {:<28} {:>12} {:>12} {:>7.2}% {:>8} {:>13} {:>23}",
+                "  {:>6}  {:<40} {:>12} {:>12} {:>7.2}% {:>8} {:>8} {:>14} {:>23}",
                 format!("{} B", t.size),
                 name,
                 fmt_rate(t.msgs_per_s),
                 fmt_bytes(t.bytes_per_s),
                 100.0 * fraction(t.lagged, t.sent),
                 uds.map_or("-".to_owned(), |u| format!("{:.2}", t.msgs_per_s / u)),
+                t.vs_lossy.map_or("-".to_owned(), |r| format!("{r:.2}")),
                 fmt_rate(t.producer_msgs_per_s),
                 if t.rounds > 1 {
                     format!(
@@ -693,11 +726,23 @@ impl Reporter {
                 c >> 10
             )?;
         }
+        if all
+            .iter()
+            .any(|t| t.transport == "shm" && t.mode == "lossless")
+        {
+            writeln!(
+                out,
+                "  lossless: the segment is lossless (no max block) and the reader registers \
+                 before the first publish, so the producer waits instead of overwriting; any \
+                 loss fails the run. x lossy = msgs/s / the lossy row's of the same size and \
+                 reader"
+            )?;
+        }
         if let Some(rounds) = all.iter().map(|t| t.rounds).max().filter(|&r| r > 1) {
             writeln!(
                 out,
-                "  shm rows: the median of {rounds} rounds (readers interleaved) by msgs/s, with \
-                 the slowest and fastest round; sockets and pipe: one round"
+                "  shm rows: the median of {rounds} rounds (readers and modes interleaved) by \
+                 msgs/s, with the slowest and fastest round; sockets and pipe: one round"
             )?;
         }
         writeln!(out)?;

@@ -47,10 +47,29 @@ impl Reader<'_> {
     }
 }
 
+/// Whether a throughput consumer reads lossy (an ordinary subscriber the producer may lap) or
+/// registered on a lossless segment (docs/LAYOUT.md, "Lossless mode": the producer waits
+/// rather than overwrite what it has not read).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Lossy,
+    Lossless,
+}
+
+impl Mode {
+    /// The `"mode"` value of its rows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Lossy => "lossy",
+            Mode::Lossless => "lossless",
+        }
+    }
+}
+
 /// The Go bench reader binary (`go-client/cmd/shmcast-bench-reader`), built into a temporary
 /// directory unless given with `--go-reader`. Its contract:
-/// `shmcast-bench-reader NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS]`,
-/// one JSON line on standard output when done.
+/// `shmcast-bench-reader NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS]
+/// [--wait STRATEGY] [--lossless]`, one JSON line on standard output when done.
 pub struct GoReader {
     path: PathBuf,
     built_in: Option<PathBuf>,
@@ -118,7 +137,8 @@ impl GoReader {
         Ok(reader)
     }
 
-    /// Starts the reader on `name`, waiting with `wait` (its `--wait`) if given.
+    /// Starts the reader on `name`, waiting with `wait` (its `--wait`) if given, registered on
+    /// the lossless segment `name` (its `--lossless`) with `Mode::Lossless`.
     fn spawn(
         &self,
         ctx: &Ctx,
@@ -126,6 +146,7 @@ impl GoReader {
         mode: &str,
         count: u64,
         wait: Option<WaitStrategy>,
+        registered: Mode,
     ) -> Result<Peer> {
         let mut cmd = Command::new(&self.path);
         cmd.arg(name)
@@ -134,6 +155,9 @@ impl GoReader {
             .arg("--count")
             .arg(count.to_string())
             .args(wait_args(wait));
+        if registered == Mode::Lossless {
+            cmd.arg("--lossless");
+        }
         let cpu = ctx.peer_cpu(0);
         if let Some(cpu) = cpu {
             cmd.arg("--cpu").arg(cpu.to_string());
@@ -275,6 +299,17 @@ pub fn wait_label(wait: Option<WaitStrategy>) -> &'static str {
 
 fn create(name: &str, capacity: u64) -> Result<Publisher> {
     Ok(Publisher::options().capacity(capacity).create(name)?)
+}
+
+/// A lossless segment that never evicts a live registered reader (no max block): a reader
+/// that falls behind holds the producer back for as long as it takes, so a throughput run
+/// measures the pair's common rate, never an eviction.
+fn create_lossless(name: &str, capacity: u64) -> Result<Publisher> {
+    Ok(Publisher::options()
+        .capacity(capacity)
+        .lossless(true)
+        .max_block(None)
+        .create(name)?)
 }
 
 fn field_u64(v: &Value, key: &str, who: &str) -> Result<u64> {
@@ -459,7 +494,7 @@ pub fn timestamp(
     let mut publisher = create(&name, TIMESTAMP_CAPACITY)?;
     let peer = match reader {
         Reader::Rust => timestamp_reader(ctx, &name, size, count, wait, false)?,
-        Reader::Go(go) => go.spawn(ctx, &name, "latency", count, wait)?,
+        Reader::Go(go) => go.spawn(ctx, &name, "latency", count, wait, Mode::Lossy)?,
     };
     let mut payload = Payload::new(size);
     let start = Instant::now();
@@ -587,7 +622,7 @@ pub fn wake_go(
     let count = samples as u64;
     let name = sys::segment_name("wake-go");
     let mut publisher = create(&name, wake_capacity(size))?;
-    let peer = go.spawn(ctx, &name, "latency", count, Some(wait))?;
+    let peer = go.spawn(ctx, &name, "latency", count, Some(wait), Mode::Lossy)?;
     let mut payload = Payload::new(size);
     let mut run = || -> Result<()> {
         for gap in gaps.by_ref().take(samples) {
@@ -680,28 +715,50 @@ pub fn peer_timestamp(args: &PeerArgs) -> Result<()> {
 /// as it can into a ring of `--capacity` bytes (default 4 MiB); the consumer (Rust or Go) busy-spins,
 /// receiving one message per call, checksumming each, and counting messages lost to laps. Its
 /// rate is over its active interval (first receive to last); the producer's over its loop.
+///
+/// With [`Mode::Lossless`] the segment is created lossless without a max block, the consumer
+/// registers (`lossless(true)`, the Go reader's `--lossless`), and the harness waits until it
+/// has registered before it publishes the first message: the producer is then held back
+/// rather than lap it, and any message lost is an error, not a figure.
 pub fn throughput(
     ctx: &Ctx,
     reader: Reader<'_>,
+    mode: Mode,
     size: usize,
     count: u64,
     wait: Option<WaitStrategy>,
 ) -> Result<ThroughputRow> {
-    let name = sys::segment_name("thr");
-    let mut publisher = create(&name, ctx.capacity)?;
-    let who = match reader {
-        Reader::Rust => "the shm consumer",
-        Reader::Go(_) => "the Go reader",
+    let name = sys::segment_name(match mode {
+        Mode::Lossy => "thr",
+        Mode::Lossless => "thr-lossless",
+    });
+    let mut publisher = match mode {
+        Mode::Lossy => create(&name, ctx.capacity)?,
+        Mode::Lossless => create_lossless(&name, ctx.capacity)?,
+    };
+    let who = match (reader, mode) {
+        (Reader::Rust, Mode::Lossy) => "the shm consumer",
+        (Reader::Rust, Mode::Lossless) => "the lossless shm consumer",
+        (Reader::Go(_), Mode::Lossy) => "the Go reader",
+        (Reader::Go(_), Mode::Lossless) => "the lossless Go reader",
     };
     let peer = match reader {
         Reader::Rust => {
-            let mut peer = consumer(ctx, &name, size, count, 0, wait)?;
+            let mut peer = consumer(ctx, &name, size, count, 0, wait, mode)?;
             peer.expect_ready()?;
             peer
         }
-        Reader::Go(go) => go.spawn(ctx, &name, "throughput", count, wait)?,
+        Reader::Go(go) => go.spawn(ctx, &name, "throughput", count, wait, mode)?,
     };
-    let producer_rate = publish_n(&mut publisher, size, count)?;
+    if mode == Mode::Lossless {
+        if let Err(e) = wait_registered(ctx, &publisher, &peer, who) {
+            return Err(peer.explain(e));
+        }
+    }
+    let producer_rate = match publish_n(&mut publisher, size, count) {
+        Ok(rate) => rate,
+        Err(e) => return Err(peer.explain(e)),
+    };
     let v = peer.finish_json()?;
     if let Some(bad) = v.get("bad").and_then(Value::as_u64).filter(|&b| b > 0) {
         return Err(format!("{who}: {bad} messages had a wrong checksum").into());
@@ -711,6 +768,13 @@ pub fn throughput(
     if received + lagged != count {
         return Err(format!(
             "{who} accounted for {received} received + {lagged} lagged of {count} messages"
+        )
+        .into());
+    }
+    if mode == Mode::Lossless && (lagged != 0 || received != count) {
+        return Err(format!(
+            "{who} lost messages: {lagged} of {count} lagged ({received} received), on a \
+             lossless segment it had registered on before the first publish"
         )
         .into());
     }
@@ -738,7 +802,9 @@ pub fn throughput(
     Ok(ThroughputRow {
         transport: "shm",
         size,
-        reader: Some(reader.label()),
+        reader: reader.label(),
+        mode: mode.label(),
+        batch: None,
         wait: wait_label(wait),
         recv_call: wait.is_some(),
         sent: count,
@@ -753,10 +819,40 @@ pub fn throughput(
         rounds: 1,
         min_msgs_per_s: msgs_per_s,
         max_msgs_per_s: msgs_per_s,
+        vs_lossy: None,
     })
 }
 
-/// Starts a Rust consumer peer on `name` (the `i`-th concurrent one).
+/// Waits until the consumer `peer` holds a reader slot of the lossless segment `publisher`
+/// created (its process id in a slot that was not evicted), so that nothing is published
+/// before it is protected.
+fn wait_registered(ctx: &Ctx, publisher: &Publisher, peer: &Peer, who: &str) -> Result<()> {
+    let pid = u64::from(peer.pid());
+    let registered = || {
+        publisher
+            .readers()
+            .iter()
+            .any(|r| r.pid == pid && !r.evicted)
+    };
+    let deadline = ctx.deadline();
+    while !registered() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sys::interrupted() {
+            return Err(
+                format!("{who} (process {pid}) did not register in a reader slot in time").into(),
+            );
+        }
+        // Sleeps until some reader registers (at most 10 ms, then looks at the slots again).
+        publisher.wait_for_readers(1, Some(left.min(Duration::from_millis(10))))?;
+        if !registered() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+/// Starts a Rust consumer peer on `name` (the `i`-th concurrent one), registered on the
+/// lossless segment `name` with [`Mode::Lossless`].
 fn consumer(
     ctx: &Ctx,
     name: &str,
@@ -764,6 +860,7 @@ fn consumer(
     count: u64,
     i: usize,
     wait: Option<WaitStrategy>,
+    mode: Mode,
 ) -> Result<Peer> {
     let mut args = vec![
         "--read".into(),
@@ -774,6 +871,9 @@ fn consumer(
         count.to_string(),
     ];
     args.extend(wait_args(wait));
+    if mode == Mode::Lossless {
+        args.push("--lossless".into());
+    }
     Peer::bench_peer(
         ctx,
         format!("shm consumer {i}"),
@@ -799,7 +899,12 @@ fn publish_n(publisher: &mut Publisher, size: usize, count: u64) -> Result<f64> 
 /// Peer side of [`throughput`] and [`publish_rate`]: receive until every one of `--count`
 /// messages was received or reported lost.
 pub fn peer_consume(args: &PeerArgs) -> Result<()> {
-    let mut sub = Subscriber::open(args.read_name()?, StartAt::Beginning)?;
+    // Registered (`--lossless`): opening fails rather than read lossy, and an eviction ends the
+    // run with an error (`RecvError::Evicted` from the waiter).
+    let mut sub = Subscriber::options()
+        .start(StartAt::Beginning)
+        .lossless(args.lossless)
+        .open(args.read_name()?)?;
     let base = Payload::new(args.size).base();
     let mut buf = vec![0u8; args.size];
     let mut waiter = Waiter::new(&mut sub, args.wait, args.spinner("the producer"));
@@ -863,7 +968,7 @@ pub fn publish_rate(
     let mut publisher = create(&name, ctx.capacity)?;
     let mut peers = Vec::with_capacity(consumers);
     for i in 0..consumers {
-        peers.push(consumer(ctx, &name, size, count, i, wait)?);
+        peers.push(consumer(ctx, &name, size, count, i, wait, Mode::Lossy)?);
     }
     for peer in &mut peers {
         peer.expect_ready()?;
