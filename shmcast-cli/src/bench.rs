@@ -128,6 +128,9 @@ enum Part {
     Idle,
 }
 
+/// Messages per call of the batched lossless throughput row (`Subscriber::try_recv_batch`).
+const THROUGHPUT_BATCH: u16 = 64;
+
 /// The pauses before each message of the wake-up latency part: long enough for a reader to
 /// have gone to sleep (a `block` subscriber parks within microseconds; a VM's idle vCPU halts
 /// after at most a few hundred), random within the range so that sends do not lock on to the
@@ -318,23 +321,37 @@ fn measure(args: &BenchArgs) -> Result<()> {
     if wants(Part::Throughput) {
         for &size in &plan.sizes {
             let count = Plan::messages(plan.max_messages, plan.max_bytes, size);
-            // Each reader lossy, then registered on a lossless segment, in the same rounds.
-            let mut configs = Vec::new();
-            for reader in
-                std::iter::once(shm::Reader::Rust).chain(go_reader.iter().map(shm::Reader::Go))
-            {
-                configs.push((reader, shm::Mode::Lossy));
-                configs.push((reader, shm::Mode::Lossless));
+            // Each reader lossy, then registered on a lossless segment (the Rust one also
+            // receiving in batches), all in the same rounds.
+            let lossless = shm::Reading {
+                mode: shm::Mode::Lossless,
+                batch: None,
+            };
+            let mut configs = vec![
+                (shm::Reader::Rust, shm::Reading::LOSSY),
+                (shm::Reader::Rust, lossless),
+                (
+                    shm::Reader::Rust,
+                    shm::Reading {
+                        batch: Some(THROUGHPUT_BATCH),
+                        ..lossless
+                    },
+                ),
+            ];
+            if let Some(go) = &go_reader {
+                configs.push((shm::Reader::Go(go), shm::Reading::LOSSY));
+                configs.push((shm::Reader::Go(go), lossless));
             }
-            let runs = interleaved_rounds(&configs, plan.throughput_rounds, |(reader, mode)| {
-                shm::throughput(&ctx, reader, mode, size, count, args.wait)
-            })?;
+            let runs =
+                interleaved_rounds(&configs, plan.throughput_rounds, |(reader, reading)| {
+                    shm::throughput(&ctx, reader, reading, size, count, args.wait)
+                })?;
             let mut lossy = None;
-            for (rounds, &(_, mode)) in runs.into_iter().zip(&configs) {
+            for (rounds, &(_, reading)) in runs.into_iter().zip(&configs) {
                 let Some(mut row) = median_round(rounds) else {
                     continue;
                 };
-                match mode {
+                match reading.mode {
                     shm::Mode::Lossy => lossy = Some(row.msgs_per_s),
                     shm::Mode::Lossless => {
                         row.vs_lossy = lossy.filter(|&l| l > 0.0).map(|l| row.msgs_per_s / l);

@@ -142,7 +142,7 @@ fn quick_json_run_reports_every_measurement() {
                     "consumer" => {
                         positive(v, "received");
                         if transport == "shm" {
-                            shm_modes.insert((text(v, "reader"), text(v, "mode")));
+                            shm_modes.insert(shm_kind(v));
                         } else {
                             // Sockets and pipes: a Rust peer, and a writer that blocks.
                             assert_eq!(text(v, "reader"), "rust", "{v}");
@@ -185,16 +185,28 @@ fn quick_json_run_reports_every_measurement() {
         );
     }
     assert_eq!(producer_consumers, BTreeSet::from([0, 1, 2]));
-    // Each shm throughput row has its lossless twin in the same run.
+    // Each shm throughput row has its lossless twins in the same run, one batched.
     assert_eq!(
         shm_modes,
-        BTreeSet::from([
-            ("rust".to_owned(), "lossy".to_owned()),
-            ("rust".to_owned(), "lossless".to_owned())
-        ])
+        BTreeSet::from_iter(kinds(&[
+            ("rust", "lossy", None),
+            ("rust", "lossless", None),
+            ("rust", "lossless", Some(64))
+        ]))
     );
     // The default run includes the wake and idle parts.
     check_wake_and_idle(&waiting, "block");
+}
+
+/// What kind of shm throughput row `v` is: reader, mode and batch.
+fn shm_kind(v: &Value) -> (String, String, Option<u64>) {
+    (text(v, "reader"), text(v, "mode"), v["batch"].as_u64())
+}
+
+fn kinds(list: &[(&str, &str, Option<u64>)]) -> Vec<(String, String, Option<u64>)> {
+    list.iter()
+        .map(|&(r, m, b)| (r.to_owned(), m.to_owned(), b))
+        .collect()
 }
 
 /// Checks the keys every throughput row carries: `"reader"` and `"mode"`, `"batch"` where a
@@ -206,7 +218,13 @@ fn check_reader_and_mode(v: &Value) {
     let mode = text(v, "mode");
     assert!(mode == "lossy" || mode == "lossless", "{v}");
     if let Some(batch) = v.get("batch") {
-        assert!(batch.as_u64().is_some_and(|b| b > 0), "{v}");
+        let batch = batch.as_f64().expect("batch");
+        assert!(batch >= 1.0, "{v}");
+        // How full the batches were: at least one message per call, at most the batch.
+        let mean = v["batch_mean"].as_f64().expect("batch_mean");
+        assert!((1.0..=batch).contains(&mean), "{v}");
+    } else {
+        assert!(v.get("batch_mean").is_none(), "{v}");
     }
     if v["transport"] == "shm" && v["side"] == "consumer" && mode == "lossless" {
         let sent = v["sent"].as_u64().expect("sent");
@@ -397,10 +415,13 @@ fn throughput_table_shows_each_lossless_row_under_its_lossy_one() {
         };
         let lossy = at("shm, rust reader, lossy ");
         let lossless = at("shm, rust reader, lossless ");
-        assert_eq!(lossless, lossy + 1, "\n{stdout}");
-        // Nothing lost.
-        let cells: Vec<&str> = rows[lossless].split_whitespace().collect();
-        assert!(cells.contains(&"0.00%"), "{}", rows[lossless]);
+        let batched = at("shm, rust reader, lossless, batch 64 ");
+        assert_eq!((lossless, batched), (lossy + 1, lossy + 2), "\n{stdout}");
+        for row in [lossless, batched] {
+            // Nothing lost.
+            let cells: Vec<&str> = rows[row].split_whitespace().collect();
+            assert!(cells.contains(&"0.00%"), "{}", rows[row]);
+        }
     }
     assert!(stdout.contains("x lossy"), "{stdout}");
     assert!(
@@ -431,19 +452,17 @@ fn go_reader_throughput_rows_include_a_lossless_one() {
     for v in lines(&output) {
         check_reader_and_mode(&v);
         if v["transport"] == "shm" {
-            shm_modes.push((text(&v, "reader"), text(&v, "mode")));
+            shm_modes.push(shm_kind(&v));
         }
     }
     // Each reader lossy, then lossless, in the order of the table.
-    let want: Vec<(String, String)> = [
-        ("rust", "lossy"),
-        ("rust", "lossless"),
-        ("go", "lossy"),
-        ("go", "lossless"),
-    ]
-    .iter()
-    .map(|&(r, m)| (r.to_owned(), m.to_owned()))
-    .collect();
+    let want = kinds(&[
+        ("rust", "lossy", None),
+        ("rust", "lossless", None),
+        ("rust", "lossless", Some(64)),
+        ("go", "lossy", None),
+        ("go", "lossless", None),
+    ]);
     assert_eq!(shm_modes, want);
 }
 

@@ -88,6 +88,9 @@ pub struct PeerArgs {
     /// shm consumers: register as a lossless reader (the segment must be lossless).
     #[arg(long)]
     pub lossless: bool,
+    /// shm consumers: receive up to this many messages per call of the batched receive API.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch: Option<u16>,
     /// Timestamp readers: also print every sample (`"latencies_ns"`).
     #[arg(long)]
     pub raw: bool,

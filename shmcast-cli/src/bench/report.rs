@@ -145,8 +145,10 @@ pub struct ThroughputRow {
     /// reported as lagged) or `"lossless"` (a registered reader on a lossless segment, or a
     /// socket or pipe, whose writer blocks: nothing can be lost).
     pub mode: &'static str,
-    /// Messages received per call of a batched receive API, when one was used.
+    /// Messages received per call of a batched receive API, at most, when one was used…
     pub batch: Option<usize>,
+    /// …and on average over the calls that returned some.
+    pub batch_mean: Option<f64>,
     pub wait: &'static str,
     /// See [`LatencyRow::recv_call`].
     pub recv_call: bool,
@@ -423,10 +425,18 @@ impl Reporter {
                 fields.push(("mode", json!(r.mode)));
                 fields.push(("wait", json!(r.wait)));
                 if r.recv_call {
-                    fields.push(("recv", json!(recv_call(Some(r.reader)))));
+                    let call = if r.batch.is_some() {
+                        "recv_batch"
+                    } else {
+                        recv_call(Some(r.reader))
+                    };
+                    fields.push(("recv", json!(call)));
                 }
                 if let Some(batch) = r.batch {
                     fields.push(("batch", json!(batch)));
+                }
+                if let Some(mean) = r.batch_mean {
+                    fields.push(("batch_mean", json!(round3(mean))));
                 }
                 fields.push(("msgs_per_s", rate(r.msgs_per_s)));
                 fields.push(("bytes_per_s", rate(r.bytes_per_s)));

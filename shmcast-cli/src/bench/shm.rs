@@ -66,6 +66,22 @@ impl Mode {
     }
 }
 
+/// How a throughput consumer reads: its [`Mode`], and whether in batches (up to `batch`
+/// messages per call of the batched receive API; the Rust reader only).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Reading {
+    pub mode: Mode,
+    pub batch: Option<u16>,
+}
+
+impl Reading {
+    /// One message per call, lossy: every consumer before lossless mode.
+    pub const LOSSY: Reading = Reading {
+        mode: Mode::Lossy,
+        batch: None,
+    };
+}
+
 /// The Go bench reader binary (`go-client/cmd/shmcast-bench-reader`), built into a temporary
 /// directory unless given with `--go-reader`. Its contract:
 /// `shmcast-bench-reader NAME --mode latency|throughput --count N [--cpu K] [--timeout SECONDS]
@@ -247,8 +263,18 @@ impl Waiter {
         if self.blocking {
             return self.recv_blocking(sub, buf);
         }
+        self.poll(|| sub.try_recv_into(buf))
+    }
+
+    /// Calls `read` until it returns something other than `Empty` (counting the empty polls):
+    /// `Ok(Ok(what it read))`, or `Ok(Err(missed))` for `Lagged`.
+    #[inline(always)]
+    fn poll<T>(
+        &mut self,
+        mut read: impl FnMut() -> std::result::Result<T, RecvError>,
+    ) -> Result<std::result::Result<T, u64>> {
         loop {
-            match sub.try_recv_into(buf) {
+            match read() {
                 Ok(r) => return Ok(Ok(r)),
                 Err(RecvError::Empty) => {
                     self.empty += 1;
@@ -280,6 +306,26 @@ impl Waiter {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Copies up to `max` messages into `buf` (back to back; their sequence numbers and lengths
+    /// in `out`) with one call of the batched receive API: `Ok(Ok(n))`, or `Ok(Err(missed))`
+    /// when messages were lost to a lap. Busy-polls `try_recv_batch`, or, with a strategy,
+    /// waits in `recv_batch` (which takes no deadline: a producer that stops publishing leaves
+    /// it to the harness's watchdog).
+    #[inline(always)]
+    pub fn recv_batch(
+        &mut self,
+        sub: &mut Subscriber,
+        buf: &mut [u8],
+        out: &mut Vec<Received>,
+        max: usize,
+    ) -> Result<std::result::Result<usize, u64>> {
+        if self.blocking {
+            // Never `Empty`.
+            return self.poll(|| sub.recv_batch(buf, out, max));
+        }
+        self.poll(|| sub.try_recv_batch(buf, out, max))
     }
 
     /// Like [`Waiter::recv`], but a lost message is an error (ping-pong never laps).
@@ -720,14 +766,21 @@ pub fn peer_timestamp(args: &PeerArgs) -> Result<()> {
 /// registers (`lossless(true)`, the Go reader's `--lossless`), and the harness waits until it
 /// has registered before it publishes the first message: the producer is then held back
 /// rather than lap it, and any message lost is an error, not a figure.
+///
+/// With `batch` (Rust reader only), the consumer receives up to that many messages per call of
+/// `Subscriber::try_recv_batch` (`recv_batch` with `wait`), checksumming each.
 pub fn throughput(
     ctx: &Ctx,
     reader: Reader<'_>,
-    mode: Mode,
+    reading: Reading,
     size: usize,
     count: u64,
     wait: Option<WaitStrategy>,
 ) -> Result<ThroughputRow> {
+    let Reading { mode, batch } = reading;
+    if batch.is_some() && matches!(reader, Reader::Go(_)) {
+        return Err("the Go bench reader has no batched mode".into());
+    }
     let name = sys::segment_name(match mode {
         Mode::Lossy => "thr",
         Mode::Lossless => "thr-lossless",
@@ -744,7 +797,7 @@ pub fn throughput(
     };
     let peer = match reader {
         Reader::Rust => {
-            let mut peer = consumer(ctx, &name, size, count, 0, wait, mode)?;
+            let mut peer = consumer(ctx, &name, size, count, 0, wait, reading)?;
             peer.expect_ready()?;
             peer
         }
@@ -804,7 +857,8 @@ pub fn throughput(
         size,
         reader: reader.label(),
         mode: mode.label(),
-        batch: None,
+        batch: batch.map(usize::from),
+        batch_mean: v.get("batch_mean").and_then(Value::as_f64),
         wait: wait_label(wait),
         recv_call: wait.is_some(),
         sent: count,
@@ -852,7 +906,7 @@ fn wait_registered(ctx: &Ctx, publisher: &Publisher, peer: &Peer, who: &str) -> 
 }
 
 /// Starts a Rust consumer peer on `name` (the `i`-th concurrent one), registered on the
-/// lossless segment `name` with [`Mode::Lossless`].
+/// lossless segment `name` with [`Mode::Lossless`], receiving in batches if `reading` says so.
 fn consumer(
     ctx: &Ctx,
     name: &str,
@@ -860,7 +914,7 @@ fn consumer(
     count: u64,
     i: usize,
     wait: Option<WaitStrategy>,
-    mode: Mode,
+    reading: Reading,
 ) -> Result<Peer> {
     let mut args = vec![
         "--read".into(),
@@ -871,8 +925,11 @@ fn consumer(
         count.to_string(),
     ];
     args.extend(wait_args(wait));
-    if mode == Mode::Lossless {
+    if reading.mode == Mode::Lossless {
         args.push("--lossless".into());
+    }
+    if let Some(batch) = reading.batch {
+        args.extend(["--batch".into(), batch.to_string()]);
     }
     Peer::bench_peer(
         ctx,
@@ -897,7 +954,8 @@ fn publish_n(publisher: &mut Publisher, size: usize, count: u64) -> Result<f64> 
 }
 
 /// Peer side of [`throughput`] and [`publish_rate`]: receive until every one of `--count`
-/// messages was received or reported lost.
+/// messages was received or reported lost; with `--batch N`, up to N messages per call of the
+/// batched receive API.
 pub fn peer_consume(args: &PeerArgs) -> Result<()> {
     // Registered (`--lossless`): opening fails rather than read lossy, and an eviction ends the
     // run with an error (`RecvError::Evicted` from the waiter).
@@ -905,52 +963,112 @@ pub fn peer_consume(args: &PeerArgs) -> Result<()> {
         .start(StartAt::Beginning)
         .lossless(args.lossless)
         .open(args.read_name()?)?;
-    let base = Payload::new(args.size).base();
-    let mut buf = vec![0u8; args.size];
+    let batch = usize::from(args.batch.unwrap_or(1));
+    let mut buf = vec![0u8; args.size * batch];
+    let mut out = Vec::with_capacity(batch);
     let mut waiter = Waiter::new(&mut sub, args.wait, args.spinner("the producer"));
+    let mut tally = Tally::new(args.size);
     say("ready")?;
-    let (mut received, mut lagged, mut bad, mut sum) = (0u64, 0u64, 0u64, 0u64);
-    let mut first: Option<Instant> = None;
-    while received + lagged < args.count {
-        match waiter.recv(&mut sub, &mut buf)? {
-            Ok(r) => {
-                let c = checksum(&buf[..r.len]);
-                bad += u64::from(r.len != args.size || c != base.wrapping_add(r.seq));
-                sum = sum.wrapping_add(c);
-                received += 1;
-                if first.is_none() {
-                    first = Some(Instant::now());
-                }
+    let mut calls = 0u64;
+    if args.batch.is_none() {
+        while tally.received + tally.lagged < args.count {
+            match waiter.recv(&mut sub, &mut buf)? {
+                Ok(r) => tally.message(r, &buf[..r.len]),
+                Err(missed) => tally.lost(missed),
             }
-            Err(missed) => {
-                lagged += missed;
-                if first.is_none() {
-                    first = Some(Instant::now());
+        }
+    } else {
+        while tally.received + tally.lagged < args.count {
+            match waiter.recv_batch(&mut sub, &mut buf, &mut out, batch)? {
+                Ok(n) => {
+                    calls += 1;
+                    let mut offset = 0;
+                    for &r in &out[..n] {
+                        tally.message(r, &buf[offset..offset + r.len]);
+                        offset += r.len;
+                    }
                 }
+                Err(missed) => tally.lost(missed),
             }
         }
     }
-    let end = Instant::now();
-    // As the Go reader computes it: received / (last receive - first receive).
-    let secs = first.map_or(0.0, |f| (end - f).as_secs_f64());
-    let msgs_per_s = if secs > 0.0 && received > 1 {
-        received as f64 / secs
-    } else {
-        0.0
-    };
-    let mut v = json!({
-        "received": received,
-        "lagged": lagged,
-        "msgs_per_s": msgs_per_s,
-        "bytes_per_s": msgs_per_s * args.size as f64,
-        "checksum": sum,
-        "bad": bad,
-    });
+    let mut v = tally.result();
+    if args.batch.is_some() {
+        // Messages per call that returned some: how full the batches were.
+        v["batch_mean"] = json!(tally.received as f64 / calls.max(1) as f64);
+    }
     // Empty polls happen inside the library's blocking call, out of sight, with --wait.
     if args.wait.is_none() {
         v["empty_polls"] = json!(waiter.empty);
     }
     say(&v.to_string())
+}
+
+/// What a throughput consumer counted: every message checksummed as it arrived.
+struct Tally {
+    size: usize,
+    base: u64,
+    received: u64,
+    lagged: u64,
+    bad: u64,
+    sum: u64,
+    first: Option<Instant>,
+}
+
+impl Tally {
+    fn new(size: usize) -> Tally {
+        Tally {
+            size,
+            base: Payload::new(size).base(),
+            received: 0,
+            lagged: 0,
+            bad: 0,
+            sum: 0,
+            first: None,
+        }
+    }
+
+    /// Message `r`, whose payload is `payload`.
+    #[inline(always)]
+    fn message(&mut self, r: Received, payload: &[u8]) {
+        let c = checksum(payload);
+        self.bad += u64::from(r.len != self.size || c != self.base.wrapping_add(r.seq));
+        self.sum = self.sum.wrapping_add(c);
+        self.received += 1;
+        self.started();
+    }
+
+    fn lost(&mut self, missed: u64) {
+        self.lagged += missed;
+        self.started();
+    }
+
+    #[inline(always)]
+    fn started(&mut self) {
+        if self.first.is_none() {
+            self.first = Some(Instant::now());
+        }
+    }
+
+    /// The result line (its rate up to now).
+    fn result(&self) -> Value {
+        let end = Instant::now();
+        // As the Go reader computes it: received / (last receive - first receive).
+        let secs = self.first.map_or(0.0, |f| (end - f).as_secs_f64());
+        let msgs_per_s = if secs > 0.0 && self.received > 1 {
+            self.received as f64 / secs
+        } else {
+            0.0
+        };
+        json!({
+            "received": self.received,
+            "lagged": self.lagged,
+            "msgs_per_s": msgs_per_s,
+            "bytes_per_s": msgs_per_s * self.size as f64,
+            "checksum": self.sum,
+            "bad": self.bad,
+        })
+    }
 }
 
 // ------------------------------------------------------------------------------- publish rate
@@ -968,7 +1086,7 @@ pub fn publish_rate(
     let mut publisher = create(&name, ctx.capacity)?;
     let mut peers = Vec::with_capacity(consumers);
     for i in 0..consumers {
-        peers.push(consumer(ctx, &name, size, count, i, wait, Mode::Lossy)?);
+        peers.push(consumer(ctx, &name, size, count, i, wait, Reading::LOSSY)?);
     }
     for peer in &mut peers {
         peer.expect_ready()?;

@@ -464,6 +464,7 @@ pub fn throughput(
         reader: "rust",
         mode: "lossless",
         batch: None,
+        batch_mean: None,
         wait: if nonblocking { "spin" } else { "block" },
         recv_call: false,
         sent: count,
