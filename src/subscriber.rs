@@ -667,8 +667,11 @@ fn registered_read<T>(
     st: &mut ReaderState,
     op: impl FnOnce(Ring<'_>, &mut ReaderState) -> Result<T, RecvError>,
 ) -> Result<T, RecvError> {
-    if let Some(pending) = lossless.pending.take() {
-        return Err(pending);
+    // Look before taking: `take` would store to memory on every read.
+    if lossless.pending.is_some() {
+        if let Some(pending) = lossless.pending.take() {
+            return Err(pending);
+        }
     }
     let result = op(mapping.ring(), st);
     let Some(registration) = lossless.registration.as_mut() else {
