@@ -47,6 +47,14 @@ fn publish_gated(
     }
 }
 
+/// A lossless producer's state: gated from the start, its first gate published before any
+/// publish, as `Gate::start` does.
+fn gated_producer(reg: Registry<'_>) -> (WriterState, ScanCache) {
+    let (mut w, mut cache) = (WriterState::new(), ScanCache::default());
+    w.set_gate(reg.refresh(&mut cache, 0, 0, CAP).gate);
+    (w, cache)
+}
+
 /// Registers a reader as docs/LAYOUT.md, "Registering", says: join, activate, announce, and
 /// move forward if the join is no longer protected by the gate in force.
 fn register(
@@ -73,16 +81,14 @@ fn register(
 /// the reader starts. The registered reader must receive every message from where it
 /// registered, intact and in order, and never be lapped: the producer may not overwrite what
 /// it has not read. This fails if the Dekker pair between the producer's refresh and the
-/// registration is weakened, or if progress is published without release.
+/// registration is weakened (the registrant's fence removed), and, at `oldest`, if the
+/// registrant does not move forward to a protected record. (A progress store weakened from
+/// release to relaxed is not caught: loom does not model loads reordered after later stores.)
 fn registration_model(before: u64, total: u64, start: StartAt) {
     loom::model(move || {
         let heap = Arc::new(HeapRing::new(CAP));
         let words = Arc::new(HeapRegistry::new(1));
-        let mut w = WriterState::new();
-        let mut cache = ScanCache::default();
-        // A lossless producer starts gated: its first gate is published before any publish.
-        let first = words.registry().refresh(&mut cache, 0, 0, CAP);
-        w.set_gate(first.gate);
+        let (mut w, mut cache) = gated_producer(words.registry());
         for seq in 1..=before {
             publish_gated(&heap, words.registry(), &mut w, &mut cache, seq);
         }
@@ -166,10 +172,7 @@ fn loom_lossless_blocked_producer_and_parked_reader_wake_each_other() {
     loom::model(|| {
         let heap = Arc::new(HeapRing::new(CAP));
         let words = Arc::new(HeapRegistry::new(1));
-        let mut w = WriterState::new();
-        let mut cache = ScanCache::default();
-        let first = words.registry().refresh(&mut cache, 0, 0, CAP);
-        w.set_gate(first.gate);
+        let (mut w, mut cache) = gated_producer(words.registry());
         let ring = heap.ring();
         let mut st = ring.join(StartAt::Next).unwrap();
         words.registry().activate(0, st.pos(), st.seq(), 1, 0);

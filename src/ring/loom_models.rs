@@ -41,56 +41,45 @@ impl Tally {
             return self.step_batch(ring, st, lens);
         }
         let mut buf = Vec::new();
-        match ring.read_to_vec(st, &mut buf) {
-            Ok(seq) => {
-                assert_eq!(
-                    seq,
-                    self.last + 1,
-                    "a message was skipped without a lap report"
-                );
-                assert_eq!(
-                    buf,
-                    payload(seq, lens[(seq - 1) as usize]),
-                    "torn payload {seq}"
-                );
-                self.received += 1;
-                self.last = seq;
-                true
-            }
-            Err(RecvError::Lagged { missed }) => {
-                assert!(missed > 0);
-                self.missed += missed;
-                self.last += missed;
-                true
-            }
-            Err(RecvError::Empty) => false,
-            Err(e) => panic!("unexpected {e:?}"),
-        }
+        let read = ring.read_to_vec(st, &mut buf);
+        let read = read.map(|seq| self.deliver(seq, &buf, lens));
+        self.account(read)
     }
 
     /// One batched read attempt: every message of the batch is checked like a single read.
     fn step_batch(&mut self, ring: &Ring<'_>, st: &mut ReaderState, lens: &[usize]) -> bool {
         let (mut buf, mut out) = (vec![0u8; 64], Vec::new());
-        match ring.read_batch(st, &mut buf, &mut out, self.batch, |s, l| (s, l)) {
-            Ok(_) => {
-                let mut at = 0;
-                for &(seq, len) in &out {
-                    assert_eq!(
-                        seq,
-                        self.last + 1,
-                        "a message was skipped without a lap report"
-                    );
-                    assert_eq!(
-                        buf[at..at + len],
-                        payload(seq, lens[(seq - 1) as usize])[..],
-                        "torn payload {seq} in a batch"
-                    );
-                    at += len;
-                    self.received += 1;
-                    self.last = seq;
-                }
-                true
+        let read = ring.read_batch(st, &mut buf, &mut out, self.batch, |s, l| (s, l));
+        let read = read.map(|_| {
+            let mut at = 0;
+            for &(seq, len) in &out {
+                self.deliver(seq, &buf[at..at + len], lens);
+                at += len;
             }
+        });
+        self.account(read)
+    }
+
+    /// Checks and counts one received message.
+    fn deliver(&mut self, seq: u64, bytes: &[u8], lens: &[usize]) {
+        assert_eq!(
+            seq,
+            self.last + 1,
+            "a message was skipped without a lap report"
+        );
+        assert_eq!(
+            bytes,
+            &payload(seq, lens[(seq - 1) as usize])[..],
+            "torn payload {seq}"
+        );
+        self.received += 1;
+        self.last = seq;
+    }
+
+    /// Counts a lap; returns false on `Empty`.
+    fn account(&mut self, read: Result<(), RecvError>) -> bool {
+        match read {
+            Ok(()) => true,
             Err(RecvError::Lagged { missed }) => {
                 assert!(missed > 0);
                 self.missed += missed;
