@@ -64,10 +64,35 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// The file exists but its header has not been written yet.
-    #[error("{} is not initialised yet (the producer may still be creating it); try again shortly", path.display())]
+    /// The file exists but its header has not been written yet (`magic` is zero, or the file is
+    /// empty and a producer holds its lock). Opening a segment already retries while its
+    /// producer is creating it, for up to 2 s (docs/LAYOUT.md, "Validating a segment before
+    /// reading it").
+    #[error("{} is not initialised yet{}", path.display(), if *creating { ": its producer is still creating it (it holds the producer lock); try again shortly" } else { " and no producer holds its lock: its creator died before finishing it, or it is not a shmcast segment" })]
     NotInitialized {
         /// The segment.
+        path: PathBuf,
+        /// Whether a producer holds the file's lock, so it is still being created and trying
+        /// again can succeed; `false`: nobody is creating it.
+        creating: bool,
+    },
+    /// The file at the segment's name is not a regular file (a FIFO, a device, a directory, a
+    /// socket, or a symbolic link at a shared-memory name, which is never followed), so it cannot
+    /// be a segment. Nothing was opened for reading or writing through it.
+    #[error("{} is not a regular file: it is {kind}; a segment is always a regular file, so this is not one (remove it if nothing uses it, or use another name)", path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead ("a FIFO", "a character device", "a symbolic link", …).
+        kind: &'static str,
+    },
+    /// Another process holds a lock on the byte of the file the producer locks (byte 0, the
+    /// liveness lock of docs/LAYOUT.md) without being its producer: a read lock, which anyone
+    /// who can read the file can take. It keeps this producer from taking the lock it needs to
+    /// create or to replace the segment. Nothing was removed.
+    #[error("{} cannot be locked by this producer: another process holds a read lock on its first byte (the producer lock's byte) although no producer is alive; find it with `lslocks` or `fuser {}`, stop it, or use another name", path.display(), path.display())]
+    LockBlocked {
+        /// The segment's file.
         path: PathBuf,
     },
     /// The file is not a shmcast segment.
@@ -104,8 +129,9 @@ pub enum Error {
         /// Which field and why.
         reason: String,
     },
-    /// The file is shorter than a header.
-    #[error("{} is truncated: {file_size} bytes, a segment needs at least {min}", path.display())]
+    /// The file is shorter than a header. An empty file is this too when no producer holds its
+    /// lock (a producer that is creating a segment holds it: [`Error::NotInitialized`]).
+    #[error("{} is truncated: {file_size} bytes, a segment needs at least {min}{}", path.display(), if *file_size == 0 { " (an empty file that no producer is creating: not a segment, or its creator died before sizing it)" } else { "" })]
     Truncated {
         /// The segment.
         path: PathBuf,

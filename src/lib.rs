@@ -86,8 +86,8 @@ pub use publisher::{Claim, Publisher, PublisherOptions, DEFAULT_CAPACITY, DEFAUL
 pub use registry::RegisteredReader;
 #[cfg(not(loom))]
 pub use stale::{
-    clean_stale_segments, list_segments, remove_stale_segment, Cleaned, Removal, SegmentEntry,
-    SegmentStatus,
+    clean_stale_segments, list_segments, remove_stale_segment, Cleaned, DamagedSegment, Removal,
+    SegmentEntry, SegmentStatus,
 };
 #[cfg(not(loom))]
 pub use subscriber::{MessageRef, Messages, Received, SegmentInfo, Subscriber, SubscriberOptions};

@@ -527,7 +527,9 @@ fn unix_now_ns() -> u64 {
 impl Drop for Publisher {
     fn drop(&mut self) {
         if self.unlink_on_drop {
-            let _ = self.location.unlink();
+            // Only if the name is still this segment's: after it was removed under this
+            // producer (an operator, systemd's RemoveIPC), another producer may own it now.
+            let _ = self.mapping.unlink_name(&self.location);
         }
     }
 }

@@ -5,11 +5,11 @@ use std::fs::{File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::OFlag;
-use nix::sys::mman::{shm_open, shm_unlink};
+use nix::sys::mman::shm_open;
 use nix::sys::stat::Mode;
 
 use crate::error::Error;
@@ -17,7 +17,7 @@ use crate::layout::{self, offset, Identity, DATA_OFFSET, HEADER_SIZE, HEADER_WOR
 use crate::liveness;
 use crate::registry::{GateWords, Registry};
 use crate::ring::Ring;
-use crate::stale::{self, Removal, Stale};
+use crate::stale::{self, Dir, Removal, Stale};
 use crate::sync;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::{Barrier, WakeWords};
@@ -86,12 +86,21 @@ impl Location {
                     flags |= OFlag::O_CREAT | OFlag::O_EXCL;
                 }
                 let mode = Mode::from_bits_truncate(create_mode.unwrap_or(0) as _);
-                let fd = shm_open(name.as_str(), flags | OFlag::O_CLOEXEC, mode)?;
+                // glibc adds O_NOFOLLOW: a symbolic link at the name is refused (ELOOP).
+                // O_NONBLOCK: a FIFO at the name cannot block the open.
+                let fd = shm_open(
+                    name.as_str(),
+                    flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+                    mode,
+                )?;
                 Ok(File::from(fd))
             }
             Location::File(path) => {
                 let mut options = OpenOptions::new();
-                options.read(true).write(write);
+                options
+                    .read(true)
+                    .write(write)
+                    .custom_flags(OFlag::O_NONBLOCK.bits());
                 if let Some(mode) = create_mode {
                     options.create_new(true).mode(mode);
                 }
@@ -100,32 +109,26 @@ impl Location {
         }
     }
 
-    /// Opens an existing segment read-write (the lock needs it) to remove it. `follow`: whether
-    /// a symbolic link at a file location is followed or refused (`ELOOP`). Non-blocking, so a
-    /// FIFO put in the segment's place cannot hang the caller.
-    pub(crate) fn open_for_removal(&self, follow: bool) -> io::Result<File> {
-        match self {
-            Location::Shm(_) => self.open_file(true, None),
-            Location::File(path) => {
-                let mut flags = OFlag::O_NONBLOCK;
-                if !follow {
-                    flags |= OFlag::O_NOFOLLOW;
-                }
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(flags.bits())
-                    .open(path)
-            }
+    /// `e`, from opening this location, as the most specific [`Error`]: a directory, or a
+    /// symbolic link at a shared-memory name (refused, never followed), is
+    /// [`Error::NotRegularFile`].
+    fn open_error(&self, action: &'static str, e: io::Error) -> Error {
+        let path = self.path();
+        if e.raw_os_error() == Some(nix::errno::Errno::EISDIR as i32) {
+            return Error::NotRegularFile {
+                path,
+                kind: "a directory",
+            };
         }
-    }
-
-    /// Removes the segment's name (mappings that exist stay valid).
-    pub(crate) fn unlink(&self) -> io::Result<()> {
-        match self {
-            Location::Shm(name) => Ok(shm_unlink(name.as_str())?),
-            Location::File(path) => std::fs::remove_file(path),
+        if matches!(self, Location::Shm(_))
+            && e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32)
+        {
+            return Error::NotRegularFile {
+                path,
+                kind: "a symbolic link (never followed at a shared-memory name)",
+            };
         }
+        Error::from_io(action, path, e)
     }
 }
 
@@ -309,6 +312,15 @@ impl Mapping {
         &self.file
     }
 
+    /// Removes `location`'s name if, and only if, it still refers to this mapping's file
+    /// (device and inode, compared through a descriptor of its directory, which the unlink
+    /// then goes through): `Ok(false)` if the name was removed or now belongs to another file
+    /// (another producer's segment, after the name was removed under this one), which is left
+    /// alone.
+    pub(crate) fn unlink_name(&self, location: &Location) -> io::Result<bool> {
+        unlink_if_same(location, &self.file)
+    }
+
     /// Whether `location` still names the file this mapping was made from.
     pub(crate) fn still_at(&self, location: &Location) -> bool {
         liveness::still_at(&self.file, &location.path())
@@ -350,13 +362,43 @@ fn reader_barrier(wake_barrier: u64) -> Option<Barrier> {
     }
 }
 
-/// Removes a half-created segment unless disarmed.
-struct UnlinkGuard<'a>(Option<&'a Location>);
+/// Removes `location`'s name if it still refers to `file` (see [`Mapping::unlink_name`]).
+fn unlink_if_same(location: &Location, file: &File) -> io::Result<bool> {
+    let (dir, name) = match Dir::of(location) {
+        Ok(at) => at,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match dir.unlink_entry_if(&name, file) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        other => other,
+    }
+}
+
+/// Holds a half-created segment's file and removes its name (if the name still refers to that
+/// file) unless disarmed.
+struct UnlinkGuard<'a> {
+    location: &'a Location,
+    file: Option<File>,
+}
+
+impl UnlinkGuard<'_> {
+    fn file(&self) -> &File {
+        self.file
+            .as_ref()
+            .expect("the guard holds the file until disarmed")
+    }
+
+    /// Keeps the segment: hands its file back.
+    fn disarm(mut self) -> File {
+        self.file.take().expect("disarmed once")
+    }
+}
 
 impl Drop for UnlinkGuard<'_> {
     fn drop(&mut self) {
-        if let Some(location) = self.0 {
-            let _ = location.unlink();
+        if let Some(file) = &self.file {
+            let _ = unlink_if_same(self.location, file);
         }
     }
 }
@@ -381,7 +423,7 @@ pub(crate) fn create(
     // Another producer may be replacing the same stale segment at the same time; whoever
     // creates the new file first wins, the others then find a live producer.
     for _ in 0..3 {
-        match location.open_file(true, Some(mode)) {
+        match location.open_file(true, Some(CREATE_MODE)) {
             Ok(file) => return create_new(location, file, capacity, mode, membarrier, lossless),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match existing_producer(location)? {
@@ -392,11 +434,17 @@ pub(crate) fn create(
                     }
                 }
             }
-            Err(e) => return Err(Error::from_io("create", path, e)),
+            Err(e) => return Err(location.open_error("create", e)),
         }
     }
     Err(Error::AlreadyExists { path })
 }
+
+/// The mode a segment file is created with, before its producer has locked it: only its owner
+/// may open it, so no other user can take a lock on it before its producer does (a read lock
+/// on byte 0 would keep the producer from locking it). The requested mode is set once the
+/// lock is held.
+const CREATE_MODE: u32 = 0o600;
 
 /// What holds a name that is already taken.
 enum Existing {
@@ -409,20 +457,30 @@ enum Existing {
     Unknown,
 }
 
+/// What holds `location`'s name, examined as [`remove_stale_segment`] does: through a
+/// descriptor of its directory, never following a symbolic link, never blocking on a FIFO.
+/// Anything that is not a regular file is [`Error::NotRegularFile`].
+///
+/// [`remove_stale_segment`]: crate::remove_stale_segment
 fn existing_producer(location: &Location) -> Result<Existing, Error> {
     let path = location.path();
-    let file = match location.open_file(false, None) {
+    let opened = Dir::of(location).and_then(|(dir, name)| dir.open_entry(&name, false));
+    let file = match opened {
         Ok(file) => file,
         // Removed meanwhile: try creating again.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Dead { pid: 0 }),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err(Error::NotRegularFile {
+                path,
+                kind: "a symbolic link (never followed)",
+            })
+        }
         Err(e) => return Err(Error::from_io("open", path, e)),
     };
+    check_regular(&file, &path)?;
     let locked = liveness::is_locked(&file)
         .map_err(|e| Error::from_io("test the lock of", path.clone(), e))?;
-    let pid = match open(location) {
-        Ok(mapping) => Some(mapping.identity().producer_pid),
-        Err(_) => None,
-    };
+    let pid = read_header(&file, &path).ok().map(|id| id.producer_pid);
     Ok(match (locked, pid) {
         (true, pid) => Existing::Alive {
             pid: pid.unwrap_or(0),
@@ -433,13 +491,14 @@ fn existing_producer(location: &Location) -> Result<Existing, Error> {
 }
 
 /// Replaces a stale segment for `create`: removes it as [`remove_stale_segment`] does. A live
-/// producer (or another process removing or replacing it right now) refuses the replacement;
-/// anything else (removed, already gone, replaced, or now a file that is not a finished
-/// segment) lets `create` try again, and its next attempt decides.
+/// producer (or another process removing or replacing it right now) refuses the replacement,
+/// and so does a read lock on its producer-lock byte ([`Error::LockBlocked`]); anything else
+/// (removed, already gone, replaced, or now a file that is not a finished segment) lets
+/// `create` try again, and its next attempt decides.
 ///
 /// [`remove_stale_segment`]: crate::remove_stale_segment
 fn remove_stale(location: &Location, pid: u64) -> Result<(), Error> {
-    match stale::remove_if_stale(location, true, "open (to replace it)")? {
+    match stale::remove_if_stale(location, "open (to replace it)")? {
         Stale::Checked(Removal::ProducerAlive { .. }) => Err(Error::ProducerAlive {
             path: location.path(),
             pid,
@@ -459,18 +518,28 @@ fn create_new(
 ) -> Result<Mapping, Error> {
     let path = location.path();
     let total = DATA_OFFSET + capacity;
-    let mut guard = UnlinkGuard(Some(location));
+    let guard = UnlinkGuard {
+        location,
+        file: Some(file),
+    };
+    let file = guard.file();
+    #[cfg(test)]
+    hooks::before_lock(&path);
     // Held until the producer's mapping is dropped (or the process dies); taken before `magic`
-    // is written, so a reader that finds an initialised segment unlocked knows it is dead.
-    if !liveness::try_lock(&file).map_err(|e| Error::from_io("lock", path.clone(), e))? {
-        return Err(Error::AlreadyExists { path });
+    // is written, so a reader that finds an initialised segment unlocked knows it is dead. The
+    // file was created with mode 0600 (CREATE_MODE), so until the lock is taken no other user
+    // can open it and hold a lock on it; a lock held here anyway is a read lock of a process
+    // of this user or root.
+    if !liveness::try_lock(file).map_err(|e| Error::from_io("lock", path.clone(), e))? {
+        return Err(Error::LockBlocked { path });
     }
-    // shm_open and open apply the umask; the caller asked for exactly `mode`.
+    // Only now that the lock is held does the file get the mode the caller asked for (exactly:
+    // shm_open and open applied the umask).
     file.set_permissions(Permissions::from_mode(mode))
         .map_err(|e| Error::from_io("set the mode of", path.clone(), e))?;
     file.set_len(total)
         .map_err(|e| Error::from_io("size", path.clone(), e))?;
-    allocate(&file, total).map_err(|e| {
+    allocate(file, total).map_err(|e| {
         if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) {
             Error::NoSpace {
                 path: path.clone(),
@@ -482,7 +551,7 @@ fn create_new(
     })?;
     let map = MmapOptions::new()
         .len(total as usize)
-        .map_raw(&file)
+        .map_raw(file)
         .map_err(|e| Error::from_io("map", path.clone(), e))?;
     // Registered before `magic`: once a reader can see `wake_barrier = membarrier`, its
     // membarrier calls reach this process.
@@ -497,10 +566,9 @@ fn create_new(
         barrier: Some(barrier),
         wake_page: WakePage::InMap,
         reader_slots: lossless.map_or(0, |l| l.reader_slots as usize),
-        file,
+        file: guard.disarm(),
     };
     init_header(&mapping, capacity, barrier, lossless);
-    guard.0 = None;
     Ok(mapping)
 }
 
@@ -574,42 +642,146 @@ fn init_header(
     words[layout::word(offset::MAGIC)].store(layout::MAGIC, Ordering::Release);
 }
 
+/// How long [`open`] keeps retrying a segment that a live producer is still creating (a
+/// zero-size or `magic`-zero file whose producer lock is held; docs/LAYOUT.md, "Validating a
+/// segment before reading it").
+pub(crate) const INIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long [`open`] retries an empty file whose lock is free: the moment between a producer's
+/// exclusive creation of the file and its lock.
+pub(crate) const EMPTY_GRACE: Duration = Duration::from_millis(10);
+
+/// How often [`open`] looks again at a segment being created.
+const INIT_POLL: Duration = Duration::from_millis(1);
+
 /// Opens an existing segment for reading and validates its header (docs/LAYOUT.md, "Validating
 /// a segment before reading it"). The header and the ring are mapped read-only; if the file is
 /// writable, the subscriber page is also mapped writable on its own, for parking.
+///
+/// A segment that a live producer is still creating is retried every millisecond for up to
+/// [`INIT_WAIT`] (an empty file whose lock is free, for up to [`EMPTY_GRACE`]) before
+/// [`Error::NotInitialized`] (or [`Error::Truncated`]) is returned.
 pub(crate) fn open(location: &Location) -> Result<Mapping, Error> {
-    let path = location.path();
-    let (file, writable) = match location.open_file(true, None) {
-        Ok(file) => (file, true),
-        Err(e) if is_access_denied(&e) => {
-            let file = location
-                .open_file(false, None)
-                .map_err(|e| Error::from_io("open", path.clone(), e))?;
-            (file, false)
+    let start = Instant::now();
+    loop {
+        let (file, writable) = open_once(location)?;
+        let path = location.path();
+        match map_validated(file, path, writable) {
+            Err(Error::NotInitialized { path, creating }) => {
+                if !creating || start.elapsed() >= INIT_WAIT {
+                    return Err(Error::NotInitialized { path, creating });
+                }
+            }
+            Err(Error::Truncated {
+                file_size: 0,
+                path,
+                min,
+            }) if start.elapsed() >= EMPTY_GRACE => {
+                return Err(Error::Truncated {
+                    file_size: 0,
+                    path,
+                    min,
+                })
+            }
+            Err(Error::Truncated { file_size: 0, .. }) => {}
+            other => return other,
         }
-        Err(e) => return Err(Error::from_io("open", path, e)),
-    };
-    map_validated(file, path, writable)
+        std::thread::sleep(INIT_POLL);
+    }
+}
+
+/// Opens `location` read-write if allowed, else read-only; `true` if read-write.
+fn open_once(location: &Location) -> Result<(File, bool), Error> {
+    match location.open_file(true, None) {
+        Ok(file) => Ok((file, true)),
+        Err(e) if is_access_denied(&e) => match location.open_file(false, None) {
+            Ok(file) => Ok((file, false)),
+            Err(e) => Err(location.open_error("open", e)),
+        },
+        Err(e) => Err(location.open_error("open", e)),
+    }
+}
+
+/// What a file that is not a regular file is, in words.
+fn file_kind(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The size of `file` (the segment at `path`), after checking that it is a regular file
+/// ([`Error::NotRegularFile`]).
+pub(crate) fn check_regular(file: &File, path: &Path) -> Result<u64, Error> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::from_io("stat", path.to_path_buf(), e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// Step 1 of "Validating a segment before reading it": a regular file of at least a header.
+/// An empty file is a segment being created if its producer lock is held (its creator sizes it
+/// only after locking it): [`Error::NotInitialized`]; else [`Error::Truncated`].
+fn check_size(file: &File, path: &Path) -> Result<u64, Error> {
+    let file_size = check_regular(file, path)?;
+    if file_size == 0 && liveness::is_locked(file).unwrap_or(false) {
+        return Err(Error::NotInitialized {
+            path: path.to_path_buf(),
+            creating: true,
+        });
+    }
+    if file_size < HEADER_SIZE {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            file_size,
+            min: HEADER_SIZE,
+        });
+    }
+    Ok(file_size)
+}
+
+/// Reads and validates the header of `file` (the segment at `path`), steps 1 to 5 of
+/// "Validating a segment before reading it": everything but the file size, which may differ
+/// from what the header describes (the segment is then damaged, but its header is still the
+/// producer's). Only the header page is mapped, for the time of the call.
+pub(crate) fn read_header(file: &File, path: &Path) -> Result<Identity, Error> {
+    check_size(file, path)?;
+    let map = MmapOptions::new()
+        .len(HEADER_SIZE as usize)
+        .map_raw_read_only(file)
+        .map_err(|e| Error::from_io("map", path.to_path_buf(), e))?;
+    // SAFETY: the mapping is HEADER_SIZE bytes (the file has at least that many, checked
+    // above) and page-aligned, and lives until the end of this function; see
+    // `Mapping::header_words` for why atomics over it are sound.
+    let header =
+        unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<AtomicU64>(), HEADER_WORDS) };
+    let id = load_identity(header);
+    validate_header(path, &id, file)?;
+    Ok(id)
 }
 
 /// Maps `file` (the segment at `path`) read-only after checking its size and header; with
 /// `writable`, also maps the subscriber page writable on its own, if the file allows it.
 pub(crate) fn map_validated(file: File, path: PathBuf, writable: bool) -> Result<Mapping, Error> {
-    let file_size = file
-        .metadata()
-        .map_err(|e| Error::from_io("stat", path.clone(), e))?
-        .len();
-    if file_size == 0 {
-        // shm_open created it and ftruncate has not run yet.
-        return Err(Error::NotInitialized { path });
-    }
-    if file_size < HEADER_SIZE {
-        return Err(Error::Truncated {
-            path,
-            file_size,
-            min: HEADER_SIZE,
-        });
-    }
+    let file_size = check_size(&file, &path)?;
     let map = MmapOptions::new()
         .len(file_size as usize)
         .map_raw_read_only(&file)
@@ -620,7 +792,8 @@ pub(crate) fn map_validated(file: File, path: PathBuf, writable: bool) -> Result
     let header =
         unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<AtomicU64>(), HEADER_WORDS) };
     let id = load_identity(header);
-    validate(&path, &id, file_size)?;
+    validate_header(&path, &id, &file)?;
+    validate_size(&path, &id, file_size)?;
     // Without the writable page the subscriber still works; it just cannot park.
     let wake_page = writable
         .then(|| {
@@ -655,11 +828,14 @@ fn is_access_denied(e: &io::Error) -> bool {
     )
 }
 
-/// Checks an identity block against the layout and the file size, in the documented order.
-pub(crate) fn validate(path: &Path, id: &Identity, file_size: u64) -> Result<(), Error> {
+/// Steps 2 to 5 of "Validating a segment before reading it": the identity block alone.
+fn validate_header(path: &Path, id: &Identity, file: &File) -> Result<(), Error> {
     let path = || path.to_path_buf();
     if id.magic == 0 {
-        return Err(Error::NotInitialized { path: path() });
+        return Err(Error::NotInitialized {
+            path: path(),
+            creating: liveness::is_locked(file).unwrap_or(false),
+        });
     }
     if id.magic != layout::MAGIC {
         return Err(Error::BadMagic {
@@ -704,6 +880,12 @@ pub(crate) fn validate(path: &Path, id: &Identity, file_size: u64) -> Result<(),
             ),
         });
     }
+    Ok(())
+}
+
+/// Step 6 of "Validating a segment before reading it": the file size against the header.
+fn validate_size(path: &Path, id: &Identity, file_size: u64) -> Result<(), Error> {
+    let path = || path.to_path_buf();
     let expected = DATA_OFFSET + id.capacity;
     if file_size != expected {
         return Err(Error::SizeMismatch {
@@ -714,4 +896,90 @@ pub(crate) fn validate(path: &Path, id: &Identity, file_size: u64) -> Result<(),
         });
     }
     Ok(())
+}
+
+/// Test hooks: code run at the points where another process could act.
+#[cfg(test)]
+pub(crate) mod hooks {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    type Hook = Box<dyn FnMut(&Path)>;
+
+    thread_local! {
+        static BEFORE_LOCK: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    /// Runs `hook` (on this thread) between a producer's exclusive creation of its file and
+    /// its lock.
+    pub(crate) fn set_before_lock(hook: Option<Hook>) {
+        BEFORE_LOCK.with(|h| *h.borrow_mut() = hook);
+    }
+
+    pub(super) fn before_lock(path: &Path) {
+        BEFORE_LOCK.with(|h| {
+            if let Some(hook) = h.borrow_mut().as_mut() {
+                hook(path);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Between its exclusive creation and its lock, a new segment file is 0600 whatever the
+    /// requested mode, so no other user can open it and take a lock on it first (which would
+    /// make the creation fail); and if a process that may open it does take a read lock there,
+    /// the creation fails with `LockBlocked`, not a misleading "already exists".
+    #[test]
+    fn a_new_file_is_private_until_its_producer_holds_the_lock() {
+        let path = std::env::temp_dir().join(format!("shmcast-seg-lock-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let location = Location::File(path.clone());
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let seen2 = seen.clone();
+        hooks::set_before_lock(Some(Box::new(move |p: &Path| {
+            seen2.set(std::fs::metadata(p).unwrap().mode() & 0o7777);
+        })));
+        let mapping = create(&location, 4096, 0o644, true, false, None).unwrap();
+        assert_eq!(seen.get(), 0o600, "mode before the lock");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().mode() & 0o7777,
+            0o644,
+            "mode once created"
+        );
+        drop(mapping);
+        std::fs::remove_file(&path).unwrap();
+
+        // A read lock taken in that window (by root, or by a process of the same user).
+        let held = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let held2 = held.clone();
+        hooks::set_before_lock(Some(Box::new(move |p: &Path| {
+            let file = File::open(p).unwrap();
+            read_lock(&file);
+            *held2.borrow_mut() = Some(file);
+        })));
+        let err = create(&location, 4096, 0o644, true, false, None)
+            .err()
+            .unwrap();
+        hooks::set_before_lock(None);
+        assert!(matches!(err, Error::LockBlocked { .. }), "{err:?}");
+        assert!(err.to_string().contains("read lock"), "{err}");
+        assert!(!path.exists(), "the failed creation left its file");
+    }
+
+    fn read_lock(file: &File) {
+        use nix::fcntl::{fcntl, FcntlArg};
+        use nix::libc;
+        use std::os::fd::AsRawFd;
+        // SAFETY: an all-zero `flock` is a valid value; the fields that matter are set below.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_RDLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_len = 1;
+        fcntl(file.as_raw_fd(), FcntlArg::F_OFD_SETLK(&lock)).unwrap();
+    }
 }
