@@ -2,7 +2,9 @@
 //! [`shmcast::list_segments`] finds in a directory and what [`shmcast::clean_stale_segments`]
 //! removes. Also the time formatting that `inspect` shares with them.
 
+use std::ffi::OsStr;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,17 +52,22 @@ impl Place {
         }
     }
 
-    /// `/NAME` for /dev/shm, else the path.
+    /// `/NAME` for /dev/shm, else the path; escaped for a terminal ([`escape_os`]).
     fn name(&self, entry: &SegmentEntry) -> String {
         match entry.path.file_name() {
-            Some(file) if self.shm_names => format!("/{}", file.to_string_lossy()),
-            _ => entry.path.display().to_string(),
+            Some(file) if self.shm_names => format!("/{}", escape_os(file)),
+            _ => escape_path(&entry.path),
         }
+    }
+
+    /// The directory, escaped for a terminal.
+    fn dir(&self) -> String {
+        escape_path(&self.dir)
     }
 
     /// The library's error for the directory, as the commands report it.
     fn read_error(&self, e: io::Error) -> String {
-        format!("cannot read the directory {}: {e}", self.dir.display())
+        format!("cannot read the directory {}: {e}", self.dir())
     }
 
     /// Says on standard error that `unreadable` files could not be examined.
@@ -71,7 +78,7 @@ impl Place {
                  not examined; run as their owner to include them",
                 unreadable,
                 plural(unreadable),
-                self.dir.display(),
+                self.dir(),
                 if unreadable == 1 { "was" } else { "were" },
             );
         }
@@ -96,19 +103,21 @@ fn plural(n: u64) -> &'static str {
 pub fn list(args: ListArgs) -> Result<()> {
     let place = Place::new(args.dir.as_deref());
     let entries = list_segments(&place.dir).map_err(|e| place.read_error(e))?;
-    let segments: Vec<(String, &Path, &SegmentInfo)> = entries
+    let segments: Vec<(&Path, &SegmentInfo)> = entries
         .iter()
-        .filter_map(|entry| {
-            let info = entry.status.info()?;
-            Some((place.name(entry), entry.path.as_path(), info))
-        })
+        .filter_map(|entry| Some((entry.path.as_path(), entry.status.info()?)))
         .collect();
     let mut out = io::BufWriter::new(io::stdout().lock());
     if args.json {
-        for (name, path, info) in &segments {
+        for (path, info) in &segments {
+            // JSON escapes control characters itself; bytes that are not UTF-8 become U+FFFD.
+            let name = match path.file_name() {
+                Some(file) if place.shm_names => format!("/{}", file.to_string_lossy()),
+                _ => path.to_string_lossy().into_owned(),
+            };
             let value = serde_json::json!({
                 "name": name,
-                "path": path,
+                "path": path.to_string_lossy(),
                 "capacity": info.capacity,
                 "producer_pid": info.producer_pid,
                 "producer_alive": info.producer_alive,
@@ -119,7 +128,7 @@ pub fn list(args: ListArgs) -> Result<()> {
             writeln!(out, "{value}")?;
         }
     } else if segments.is_empty() {
-        writeln!(out, "no shmcast segments in {}", place.dir.display())?;
+        writeln!(out, "no shmcast segments in {}", place.dir())?;
     } else {
         let now = unix_now_ns();
         let header = [
@@ -130,11 +139,12 @@ pub fn list(args: ListArgs) -> Result<()> {
             "LAST PUBLISH",
             "NEXT SEQ",
         ];
-        let rows: Vec<[String; 6]> = segments
+        let rows: Vec<[String; 6]> = entries
             .iter()
-            .map(|(name, _, info)| {
+            .filter_map(|entry| Some((place.name(entry), entry.status.info()?)))
+            .map(|(name, info)| {
                 [
-                    name.clone(),
+                    name,
                     bytes(info.capacity),
                     info.producer_pid.to_string(),
                     alive_word(info.producer_alive).to_owned(),
@@ -233,7 +243,7 @@ pub fn clean(args: CleanArgs) -> Result<()> {
             Ok(other) => writeln!(out, "kept {name}: {other:?}")?,
             Err(e) => {
                 failed += 1;
-                writeln!(out, "failed {name}: {e}")?;
+                writeln!(out, "failed {name}: {}", escape(&e.to_string()))?;
             }
         }
     }
@@ -268,6 +278,45 @@ pub fn alive_word(alive: bool) -> &'static str {
     } else {
         "dead"
     }
+}
+
+/// `text` with what a terminal would act on or hide shown as escapes: control characters
+/// (`\n`, `\t`, `\x1b`, ...), other characters that are not printable (`\u{202e}`), and `\`
+/// itself (`\\`), so that a name can neither forge lines nor move the cursor, and reads back
+/// unambiguously.
+pub fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\t' => escaped.push_str("\\t"),
+            '\r' => escaped.push_str("\\r"),
+            '\\' => escaped.push_str("\\\\"),
+            c if c.is_ascii_control() => escaped.push_str(&format!("\\x{:02x}", c as u32)),
+            // Quotes are printable; `escape_debug` escapes them for Rust's literals only.
+            '"' | '\'' => escaped.push(c),
+            // Other control and format characters, unassigned ones, ...
+            c => escaped.extend(c.escape_debug()),
+        }
+    }
+    escaped
+}
+
+/// A file name as [`escape`] shows it, each byte that is not part of valid UTF-8 as `\xNN`.
+pub fn escape_os(name: &OsStr) -> String {
+    let mut escaped = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        escaped.push_str(&escape(chunk.valid()));
+        for b in chunk.invalid() {
+            escaped.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    escaped
+}
+
+/// A path as [`escape_os`] shows it.
+pub fn escape_path(path: &Path) -> String {
+    escape_os(path.as_os_str())
 }
 
 /// A capacity (a power of two) as `4K`, `1M`, `2G`, or bytes.
@@ -350,5 +399,17 @@ mod tests {
         assert_eq!(age(100 * s, 97 * s), "3 s ago");
         assert_eq!(age(1000 * s, 700 * s), "5 min ago");
         assert_eq!(age(3 * s, 5 * s), "0 s ago");
+    }
+
+    #[test]
+    fn names_are_escaped_for_a_terminal() {
+        assert_eq!(escape("plain name-1.seg"), "plain name-1.seg");
+        assert_eq!(escape("a\nb\tc\rd"), "a\\nb\\tc\\rd");
+        assert_eq!(escape("\x1b[2J\x07\x7f"), "\\x1b[2J\\x07\\x7f");
+        assert_eq!(escape("back\\slash 'q' \"q\""), "back\\\\slash 'q' \"q\"");
+        // Bidirectional overrides and C1 controls are not printable; other letters are.
+        assert_eq!(escape("\u{202e}\u{85}é中"), "\\u{202e}\\u{85}é中");
+        let name = OsStr::from_bytes(b"bad\xff\xfe\n.seg");
+        assert_eq!(escape_os(name), "bad\\xff\\xfe\\n.seg");
     }
 }

@@ -3,8 +3,10 @@
 //! The flags and output formats are specified in `docs/CLI.md`; the Go twin of `tail`
 //! (`go-client/cmd/shmcast-tail`) prints the same bytes with `--json` and `--verify`.
 
+use std::ffi::c_int;
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -65,8 +67,8 @@ struct PublishArgs {
     /// Payload length of generated messages: BYTES or MIN-MAX.
     #[arg(long, default_value = "64", value_parser = parse_size_range, requires = "count")]
     size: (usize, usize),
-    /// Generated messages per second (default: as fast as possible).
-    #[arg(long, requires = "count")]
+    /// Generated messages per second, a positive number (default: as fast as possible).
+    #[arg(long, requires = "count", value_parser = parse_rate)]
     rate: Option<f64>,
     /// Leave the segment in place when the command exits.
     #[arg(long)]
@@ -83,8 +85,9 @@ struct PublishArgs {
     #[arg(long, default_value = "2", requires = "lossless", value_parser = parse_max_block)]
     max_block: MaxBlock,
     /// Publish nothing until N readers have registered, so they miss nothing from message 1.
-    #[arg(long, value_name = "N", requires = "lossless")]
-    wait_readers: Option<usize>,
+    #[arg(long, value_name = "N", requires = "lossless",
+          value_parser = clap::value_parser!(u64).range(0..=31))]
+    wait_readers: Option<u64>,
 }
 
 /// `--max-block`: a duration, or never.
@@ -140,6 +143,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchPeer(args) => bench::run_peer(args),
     };
+    // `publish` stopped by a signal has removed its segment (unless --keep): now die of it.
+    if let Some(signal) = stop_signal() {
+        die_of(signal);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e)
@@ -149,7 +156,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("shmcast: error: {e}");
+            // Messages may quote names and paths, which may hold control characters.
+            eprintln!("shmcast: error: {}", admin::escape(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -164,6 +172,9 @@ fn start_at() -> impl TypedValueParser<Value = StartAt> {
 }
 
 fn publish(args: PublishArgs) -> Result<()> {
+    // Before the segment exists: from here on SIGINT, SIGTERM and SIGHUP end the command through
+    // its normal path, which removes the segment (unless --keep).
+    catch_stop_signals()?;
     // Refuse impossible sizes before a segment exists, so a failure leaves nothing behind.
     let max = layout::max_payload(args.capacity);
     let valid_capacity = args.capacity.is_power_of_two()
@@ -186,7 +197,12 @@ fn publish(args: PublishArgs) -> Result<()> {
     let mut publisher = options.create(&args.name)?;
     if let Some(n) = args.wait_readers {
         eprintln!("shmcast: waiting for {n} readers to register");
-        publisher.wait_for_readers(n, None)?;
+        // In slices, so that a signal is noticed.
+        while publisher.wait_for_readers(n as usize, Some(STOP_POLL))? < n as usize {
+            if stop_signal().is_some() {
+                return Ok(());
+            }
+        }
     }
     match args.count {
         Some(count) => publish_generated(&mut publisher, count, args.size, args.rate),
@@ -194,13 +210,112 @@ fn publish(args: PublishArgs) -> Result<()> {
     }
 }
 
-fn publish_lines(publisher: &mut Publisher) -> Result<()> {
-    for line in io::stdin().lock().split(b'\n') {
-        let mut line = line?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
+/// How often `publish` looks for a stop signal while it waits: for readers to register, for
+/// a lossless reader to make room, or for the next message's turn under `--rate`.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// Publishes `payload`; `false` if a stop signal came first (nothing published). On a
+/// lossless segment the wait for room is cut in slices to notice one.
+fn publish_one(publisher: &mut Publisher, payload: &[u8]) -> Result<bool> {
+    if !publisher.is_lossless() {
+        publisher.publish(payload)?;
+        return Ok(true);
+    }
+    loop {
+        // A reader that holds the producer back across slices is still evicted after
+        // --max-block: the producer keeps track of it between calls.
+        match publisher.publish_timeout(payload, STOP_POLL) {
+            Ok(_) => return Ok(true),
+            Err(shmcast::Error::Backpressure { .. }) if stop_signal().is_none() => {}
+            Err(shmcast::Error::Backpressure { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
-        publisher.publish(&line)?;
+    }
+}
+
+/// One line of standard input, as [`read_line`] found it.
+enum Line {
+    /// A whole line, without its terminator (`\n` or `\r\n`).
+    Whole,
+    /// A line longer than the limit; only its beginning was read, the rest was not.
+    TooLong,
+}
+
+/// Reads the next line of `input` into `line`, without its terminator (`\n` or `\r\n`):
+/// `None` at the end of the input or on a stop signal. It keeps no more than `limit + 1` bytes
+/// of a line: a longer one is reported as soon as that is known, the rest of it unread, so an
+/// endless line is never buffered whole.
+fn read_line(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<Line>> {
+    line.clear();
+    let mut started = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            // The handlers are installed without SA_RESTART, so a signal ends a blocked read.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if stop_signal().is_some() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() && !started {
+            return Ok(None);
+        }
+        started = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        // More than `limit + 1` bytes: too long even if the last is a `\r`.
+        if chunk.len() > limit + 1 - line.len() {
+            return Ok(Some(Line::TooLong));
+        }
+        line.extend_from_slice(chunk);
+        // The last line may have no terminator.
+        let end = newline.is_some() || available.is_empty();
+        let used = newline.map_or(available.len(), |i| i + 1);
+        input.consume(used);
+        if end {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(if line.len() > limit {
+                Line::TooLong
+            } else {
+                Line::Whole
+            }));
+        }
+    }
+}
+
+fn publish_lines(publisher: &mut Publisher) -> Result<()> {
+    let max = publisher.max_payload();
+    let mut input = io::stdin().lock();
+    let mut line = Vec::new();
+    for number in 1u64.. {
+        match read_line(&mut input, &mut line, max)? {
+            None => break,
+            Some(Line::Whole) => {
+                if !publish_one(publisher, &line)? {
+                    break;
+                }
+            }
+            Some(Line::TooLong) => {
+                return Err(format!(
+                    "line {number} of standard input is larger than the maximum of {max} bytes \
+                     for this segment (a quarter of its capacity, less 16); use a larger \
+                     capacity (nothing from this line on was published)"
+                )
+                .into())
+            }
+        }
+        if stop_signal().is_some() {
+            break;
+        }
     }
     Ok(())
 }
@@ -215,20 +330,77 @@ fn publish_generated(
     let start = Instant::now();
     for seq in 1..=count {
         if let Some(rate) = rate {
-            let due = start + Duration::from_secs_f64((seq - 1) as f64 / rate);
-            let now = Instant::now();
-            if due > now + Duration::from_micros(200) {
-                std::thread::sleep(due - now);
+            // At most `MAX_SECONDS` ahead: a slow rate and a large count cannot overflow.
+            let ahead = ((seq - 1) as f64 / rate).min(MAX_SECONDS);
+            let due = start + Duration::from_secs_f64(ahead);
+            // Sleep in slices (noticing a stop signal), then spin the last 200 µs.
+            loop {
+                if stop_signal().is_some() {
+                    return Ok(());
+                }
+                let Some(left) = due.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                if left > Duration::from_micros(200) {
+                    std::thread::sleep(left.min(STOP_POLL));
+                } else {
+                    std::hint::spin_loop();
+                }
             }
-            while Instant::now() < due {
-                std::hint::spin_loop();
-            }
+        } else if stop_signal().is_some() {
+            return Ok(());
         }
         let payload = &mut buf[..pattern::length(seq, min, max)];
         pattern::fill(seq, payload);
-        publisher.publish(payload)?;
+        if !publish_one(publisher, payload)? {
+            return Ok(());
+        }
     }
     Ok(())
+}
+
+/// The signal that asked `publish` to stop (SIGINT, SIGTERM or SIGHUP), or 0.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(signal: c_int) {
+    STOP_SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP set [`STOP_SIGNAL`], which `publish` checks between
+/// messages and while it waits.
+fn catch_stop_signals() -> Result<()> {
+    catch_signals(on_stop_signal)
+}
+
+/// Installs `handler` for SIGINT, SIGTERM and SIGHUP, without `SA_RESTART`: a blocked read
+/// ends with `EINTR`. The handler must be async-signal-safe (store to an atomic, no more).
+pub(crate) fn catch_signals(handler: extern "C" fn(c_int)) -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the caller's handler is async-signal-safe.
+        unsafe { sigaction(signal, &action) }
+            .map_err(|e| format!("cannot install a {signal} handler: {e}"))?;
+    }
+    Ok(())
+}
+
+fn stop_signal() -> Option<nix::sys::signal::Signal> {
+    nix::sys::signal::Signal::try_from(STOP_SIGNAL.load(Ordering::Relaxed)).ok()
+}
+
+/// Ends the process by `signal`, as if no handler had caught it, so whoever started it sees
+/// how it ended (status 128 + the signal's number in a shell).
+fn die_of(signal: nix::sys::signal::Signal) -> ! {
+    use nix::sys::signal::{raise, signal as set_handler, SigHandler};
+    // SAFETY: restoring the default disposition installs no handler.
+    let _ = unsafe { set_handler(signal, SigHandler::SigDfl) };
+    let _ = raise(signal);
+    std::process::exit(128 + signal as i32)
 }
 
 /// Running totals of `tail`.
@@ -245,7 +417,10 @@ fn tail(args: TailArgs) -> Result<()> {
         .wait_strategy(args.wait)
         .lossless(args.lossless)
         .open(&args.name)?;
-    let mut buf = vec![0u8; subscriber.max_payload()];
+    // Grown to the longest message read so far: never sized by the header's capacity, which
+    // a hostile file may claim to be 1 TiB (docs/CLI.md).
+    let mut buf = vec![0u8; subscriber.max_payload().min(INITIAL_BUFFER)];
+    let mut gone = None;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut totals = Totals::default();
@@ -291,6 +466,8 @@ fn tail(args: TailArgs) -> Result<()> {
                     )?;
                 }
             }
+            // The message stays unread: read it again into a buffer that holds it.
+            Err(RecvError::BufferTooSmall { needed, .. }) => grow(&mut buf, needed)?,
             // Reported once; reading goes on, lossy, with exact `lagged` counts from here on.
             Err(e @ RecvError::Evicted) => {
                 out.flush()?;
@@ -307,6 +484,7 @@ fn tail(args: TailArgs) -> Result<()> {
             // The stream is over: everything published was read and nothing more will come
             // (or not within --timeout). Falling short of --count is the only failure.
             Err(e @ (RecvError::Timeout | RecvError::ProducerGone { .. })) => {
+                let is_gone = matches!(e, RecvError::ProducerGone { .. });
                 let why = match e {
                     RecvError::Timeout => format!(
                         "timed out after {} s without a message",
@@ -319,7 +497,13 @@ fn tail(args: TailArgs) -> Result<()> {
                         "{why}: received {} and lagged {} of {n}",
                         totals.received, totals.lagged
                     )),
-                    None => Ok(()),
+                    None => {
+                        // The normal end of the stream, said once everything else is out.
+                        if is_gone {
+                            gone = Some(why);
+                        }
+                        Ok(())
+                    }
                 };
             }
             Err(e) => break Err(e.to_string()),
@@ -333,6 +517,9 @@ fn tail(args: TailArgs) -> Result<()> {
         )?;
     }
     out.flush()?;
+    if let Some(gone) = gone {
+        eprintln!("shmcast: {gone}");
+    }
     outcome?;
     if totals.corrupt > 0 {
         return Err(format!(
@@ -341,6 +528,17 @@ fn tail(args: TailArgs) -> Result<()> {
         )
         .into());
     }
+    Ok(())
+}
+
+/// The size `tail` starts its message buffer with (or the maximum payload, if smaller).
+const INITIAL_BUFFER: usize = 64 << 10;
+
+/// Makes `buf` hold a message of `needed` bytes; an error, not an abort, if memory runs out.
+fn grow(buf: &mut Vec<u8>, needed: usize) -> Result<()> {
+    buf.try_reserve_exact(needed.saturating_sub(buf.len()))
+        .map_err(|e| format!("cannot allocate {needed} bytes for the next message: {e}"))?;
+    buf.resize(needed, 0);
     Ok(())
 }
 
@@ -363,7 +561,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
     let mut out = io::stdout().lock();
     if args.json {
         let value = serde_json::json!({
-            "path": info.path,
+            "path": info.path.to_string_lossy(),
             "layout_version": info.version,
             "capacity": info.capacity,
             "max_payload": info.max_payload,
@@ -394,7 +592,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
         writeln!(out, "{value}")?;
     } else {
         let created = Duration::from_nanos(info.created_unix_ns);
-        writeln!(out, "segment         {}", info.path.display())?;
+        writeln!(out, "segment         {}", admin::escape_path(&info.path))?;
         writeln!(out, "layout version  {}", info.version)?;
         writeln!(
             out,
@@ -422,13 +620,27 @@ fn inspect(args: InspectArgs) -> Result<()> {
             )
         )?;
         writeln!(out, "next seq        {}", info.next_seq)?;
+        // The header's words as found: a damaged or hostile segment may hold any values, shown
+        // as they are, and a range that cannot be is said to be impossible.
+        let span = |oldest| {
+            Some((
+                info.next_seq.checked_sub(1)?,
+                info.next_seq.checked_sub(oldest)?,
+            ))
+        };
         match info.oldest_seq {
-            Some(oldest) => writeln!(
-                out,
-                "retained        seq {oldest} ..= {} ({} messages)",
-                info.next_seq - 1,
-                info.next_seq - oldest
-            )?,
+            Some(oldest) => match span(oldest) {
+                Some((newest, messages)) => writeln!(
+                    out,
+                    "retained        seq {oldest} ..= {newest} ({messages} messages)"
+                )?,
+                None => writeln!(
+                    out,
+                    "retained        impossible: oldest seq {oldest}, next seq {} (the segment \
+                     is corrupt)",
+                    info.next_seq
+                )?,
+            },
             None => writeln!(out, "retained        nothing published yet")?,
         }
         writeln!(
@@ -498,11 +710,18 @@ fn parse_max_block(s: &str) -> std::result::Result<MaxBlock, String> {
     })
 }
 
+/// `--mode`: permission bits only (`0` to `777`); set-user-ID, set-group-ID and sticky bits
+/// have no business on a segment file.
 fn parse_mode(s: &str) -> std::result::Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("{s:?} is not an octal file mode (example: 640)"))
+    let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal file mode (example: 640)"))?;
+    if mode > 0o777 {
+        return Err(format!(
+            "{s:?}: only the permission bits 0 to 777 may be set (no set-user-ID, \
+             set-group-ID or sticky bit)"
+        ));
+    }
+    Ok(mode)
 }
 
 fn parse_size_range(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -521,10 +740,23 @@ fn parse_size_range(s: &str) -> std::result::Result<(usize, usize), String> {
     Ok((min, max))
 }
 
+/// The longest duration an option may give, in seconds (about 31 years; the Go tail's limit
+/// too): longer ones would overflow a deadline.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A decimal number of seconds, `0` to [`MAX_SECONDS`].
 fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
     s.parse::<f64>()
         .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+        .filter(|v| (0.0..=MAX_SECONDS).contains(v))
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds from 0 to 1e9"))
+}
+
+/// `--rate`: messages per second, a finite number above 0.
+fn parse_rate(s: &str) -> std::result::Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| format!("{s:?} is not a rate: a number of messages per second above 0"))
 }

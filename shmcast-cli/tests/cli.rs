@@ -211,8 +211,9 @@ fn lines_published_from_stdin_come_back_from_tail_as_json_and_text() {
     assert_ok(&output);
     assert!(output.stdout.is_empty(), "publish prints nothing");
 
+    // The producer has exited: the tail reads everything, then says so and ends (status 0).
     let output = shmcast("tail NAME --from beginning --json --timeout 0.2", &name);
-    assert_ok(&output);
+    assert_ended(&output, GONE);
     let expected: Vec<String> = (1..)
         .zip(payloads)
         .map(|(seq, payload)| json_line(seq, payload))
@@ -229,7 +230,7 @@ fn lines_published_from_stdin_come_back_from_tail_as_json_and_text() {
 
     // The human format: printable text as is, anything else as hex.
     let output = shmcast("tail NAME --from beginning --timeout 0.2", &name);
-    assert_ok(&output);
+    assert_ended(&output, GONE);
     assert_eq!(
         stdout(&output),
         "seq=1 len=10 first line\n\
@@ -268,7 +269,7 @@ fn generated_messages_overflow_a_small_ring_and_tail_verify_accounts_for_all() {
     publish_generated(&name, 5000);
 
     let output = shmcast("tail NAME --from beginning --verify --timeout 0.2", &name);
-    assert_ok(&output);
+    assert_ended(&output, GONE);
     let text = stdout(&output);
     // With --verify and without --json only the summary is printed.
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -282,14 +283,14 @@ fn generated_messages_overflow_a_small_ring_and_tail_verify_accounts_for_all() {
 
     // With --json: one line for the lap, then every retained message, consecutively.
     let output = shmcast("tail NAME --from beginning --json --timeout 0.2", &name);
-    assert_ok(&output);
+    assert_ended(&output, GONE);
     let mut expected = vec![format!("{{\"lagged\":{lagged}}}")];
     expected.extend((lagged + 1..=5000).map(generated_json_line));
     assert_eq!(stdout(&output).lines().collect::<Vec<_>>(), expected);
 
     // Starting at the oldest retained message there is no lap.
     let output = shmcast("tail NAME --from oldest --json --timeout 0.2", &name);
-    assert_ok(&output);
+    assert_ended(&output, GONE);
     assert_eq!(stdout(&output).lines().collect::<Vec<_>>(), expected[1..]);
 
     // --count counts lagged messages too: the lap alone satisfies it.
@@ -308,7 +309,7 @@ fn tail_from_newest_and_next_start_at_the_end() {
     assert_eq!(stdout(&output), format!("{}\n", generated_json_line(5000)));
 
     let output = shmcast("tail NAME --from next --timeout 0.2", &name);
-    assert_ok(&output);
+    assert_ended(&output, GONE);
     assert_eq!(stdout(&output), "", "nothing is published after joining");
 
     // A --count that is not reached before the timeout is an error...
@@ -723,4 +724,312 @@ fn lossless_publish_and_tails_lose_nothing() {
         &shmcast("tail NAME --lossless --timeout 0", &lossy),
         "is not a lossless segment",
     );
+}
+
+// ======================================================================= hardening (issue 18)
+
+/// What both tails print on standard error when the producer is gone (`docs/CLI.md`, "Exit
+/// status").
+const GONE: &str = "shmcast: the producer has exited; no more messages will arrive\n";
+const REPLACED: &str = "shmcast: the producer has exited, and a new segment now exists under \
+                        the same name: open it again to follow the new producer\n";
+
+/// Asserts that a tail ended by itself because the producer was gone: status 0, and the one
+/// line `expected` on standard error.
+#[track_caller]
+fn assert_ended(output: &Output, expected: &str) {
+    assert_eq!(
+        (output.status.code(), stderr(output).as_str()),
+        (Some(0), expected),
+        "stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// Writes the little-endian word `value` at `offset` of the file at `path`; returns the file.
+fn write_word(path: &std::path::Path, offset: u64, value: u64) -> std::fs::File {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &value.to_le_bytes(), offset).unwrap();
+    file
+}
+
+/// Waits at most 10 s for `child` to exit.
+fn wait_briefly(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the command did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits at most 10 s until `inspect` can open the segment `name`.
+fn await_segment(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shmcast("inspect NAME", name).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the producer never created {name}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Item 3: a tail whose producer is gone says so on standard error, and says when a new
+/// producer has replaced the segment; both are the normal end of the stream (status 0).
+#[test]
+fn tail_says_that_the_producer_is_gone_and_whether_its_segment_was_replaced() {
+    let (path, _cleanup) = temp_path("gone");
+    assert_ok(&shmcast("publish NAME --count 2 --keep", &path));
+    for args in ["--verify", "--json", "", "--timeout 5 --wait spin"] {
+        let output = shmcast(&format!("tail NAME --from beginning {args}"), &path);
+        assert_ended(&output, GONE);
+    }
+    // Falling short of --count stays an error, in one line.
+    let output = shmcast("tail NAME --from beginning --count 3", &path);
+    assert_error(
+        &output,
+        "the producer has exited; no more messages will arrive: received 2 and lagged 0 of 3",
+    );
+
+    // The producer is killed (it cannot remove its segment) and, before the tail notices, a new
+    // producer's segment takes the name: the tail, which still maps the old file, says so.
+    let mut producer = Running::spawn(command("publish NAME --count 1000000 --rate 10", &path));
+    await_segment(&path);
+    let mut tail = Running::spawn(command("tail NAME --from beginning --json", &path));
+    let mut first = String::new();
+    BufReader::new(tail.child().stdout.take().unwrap())
+        .read_line(&mut first)
+        .expect("read a line");
+    assert!(first.starts_with("{\"seq\":1,"), "{first}");
+    let (staged, _staged_cleanup) = temp_path("gone-new");
+    let replacement = shmcast::Publisher::options()
+        .capacity(4096)
+        .unlink_on_drop(false)
+        .create_path(&staged)
+        .expect("create the replacement");
+    std::fs::rename(&staged, &path).unwrap();
+    producer.child().kill().unwrap();
+    let output = tail.finish();
+    assert_ended(&output, REPLACED);
+    drop(replacement);
+}
+
+/// Item 9: a valid header may claim a capacity of up to 1 TiB on a sparse file; the tail's
+/// buffer follows the messages read, so a tail limited to 1 GiB of data reads a segment that
+/// claims 128 GiB (a maximum payload of 32 GiB), messages larger than its first buffer included.
+#[test]
+fn a_huge_sparse_segment_is_read_with_memory_for_its_messages_only() {
+    let (path, cleanup) = temp_path("huge");
+    let output = shmcast(
+        "publish NAME --capacity 1M --count 3 --size 100000-200000 --keep",
+        &path,
+    );
+    assert_ok(&output);
+    // The three records lie well inside the first MiB; a larger ring has them at the same
+    // offsets.
+    let huge: u64 = 1 << 37;
+    write_word(cleanup.path(), 0x18, huge)
+        .set_len(8192 + huge)
+        .unwrap();
+    assert_eq!(inspect_json(&path)["capacity"], huge);
+    let limited = |args: &str| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -d 1048576 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_shmcast"))
+            .args(["tail", &path, "--from", "beginning"])
+            .args(args.split_whitespace());
+        run_with_input(cmd, b"")
+    };
+    let output = limited("--verify");
+    assert_ended(&output, GONE);
+    assert_eq!(stdout(&output), "received=3 lagged=0 corrupt=0\n");
+    let output = limited("--json");
+    assert_ended(&output, GONE);
+    let expected: Vec<String> = (1..=3)
+        .map(|seq| {
+            let mut payload = vec![0u8; pattern::length(seq, 100_000, 200_000)];
+            pattern::fill(seq, &mut payload);
+            json_line(seq, &payload)
+        })
+        .collect();
+    assert_eq!(stdout(&output).lines().collect::<Vec<_>>(), expected);
+}
+
+/// Item 10: `inspect` shows header values that cannot be as they are, never computing with
+/// them (a debug build panicked on the subtraction, a release build printed nonsense).
+#[test]
+fn inspect_shows_impossible_header_values_as_such() {
+    let (path, cleanup) = temp_path("impossible");
+    assert_ok(&shmcast_with_input(
+        "publish NAME --capacity 4K --keep",
+        &path,
+        b"one\ntwo\nthree\n",
+    ));
+    // The commit word of the record at `head` (position 0) says seq 1000: the oldest retained
+    // message would be newer than the newest (seq 3).
+    write_word(cleanup.path(), 8192, 1000);
+    let output = shmcast("inspect NAME", &path);
+    assert_ok(&output);
+    let text = stdout(&output);
+    assert!(
+        text.contains(
+            "\nretained        impossible: oldest seq 1000, next seq 4 (the segment is corrupt)\n"
+        ),
+        "{text}"
+    );
+    let info = inspect_json(&path);
+    assert_eq!(
+        (&info["oldest_seq"], &info["next_seq"]),
+        (&1000.into(), &4.into())
+    );
+}
+
+/// Item 12: a line longer than the maximum payload is refused after reading at most that
+/// much of it: an endless line does not make `publish` buffer it whole.
+#[test]
+fn publish_refuses_an_endless_line_without_reading_it_all() {
+    let (name, cleanup) = shm_name("endless");
+    let mut child = command("publish NAME --capacity 4K", &name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A line (after one that fits) of up to 256 MiB: the command must give up long before.
+    let writer = std::thread::spawn(move || {
+        let mut written = 0usize;
+        let _ = stdin.write_all(b"fits\n");
+        let chunk = [b'x'; 64 << 10];
+        while written < 256 << 20 {
+            match stdin.write(&chunk) {
+                Ok(n) => written += n,
+                Err(_) => break, // the command has exited: a broken pipe
+            }
+        }
+        written
+    });
+    let output = child.wait_with_output().unwrap();
+    let written = writer.join().unwrap();
+    assert_error(
+        &output,
+        "line 2 of standard input is larger than the maximum of 1008 bytes for this segment",
+    );
+    assert!(
+        written < 16 << 20,
+        "the command read {written} bytes of the line"
+    );
+    assert!(!cleanup.path().exists(), "the segment was left behind");
+}
+
+/// Item 12: numeric options out of range are usage errors (status 2), not panics, and no
+/// segment is created for them.
+#[test]
+fn out_of_range_numbers_and_modes_are_usage_errors() {
+    let (name, cleanup) = shm_name("range");
+    let cases = [
+        "tail NAME --timeout 1e19",
+        "tail NAME --timeout 1e10",
+        "tail NAME --timeout NaN",
+        "tail NAME --timeout inf",
+        "publish NAME --count 1 --rate 0",
+        "publish NAME --count 1 --rate NaN",
+        "publish NAME --count 1 --rate -5",
+        "publish NAME --count 1 --rate inf",
+        "publish NAME --lossless --max-block 1e19",
+        "publish NAME --lossless --max-block NaN",
+        "publish NAME --lossless --wait-readers 32",
+        "publish NAME --mode 7777",
+        "publish NAME --mode 4600",
+        "publish NAME --mode 1777",
+        "publish NAME --mode 1000",
+    ];
+    for cmdline in cases {
+        let output = shmcast(cmdline, &name);
+        assert_usage_error(&output);
+        assert!(!cleanup.path().exists(), "{cmdline}: created the segment");
+    }
+    // The largest accepted values work; a very slow rate publishes its first message at once.
+    let (path, file) = temp_path("range");
+    assert_ok(&shmcast(
+        "publish NAME --count 1 --rate 1e-300 --mode 777 --keep",
+        &path,
+    ));
+    assert_eq!(
+        std::fs::metadata(file.path()).unwrap().permissions().mode() & 0o7777,
+        0o777
+    );
+    let output = shmcast("tail NAME --from beginning --verify --timeout 1e9", &path);
+    assert_ended(&output, GONE);
+    assert_eq!(stdout(&output), "received=1 lagged=0 corrupt=0\n");
+}
+
+/// Item 12: SIGINT, SIGTERM or SIGHUP make `publish` (without --keep) remove its segment, and
+/// promptly, wherever it waits: reading standard input, pacing for --rate, waiting for readers
+/// to register, or blocked by a lossless reader that reads nothing. It then dies of the signal.
+#[test]
+fn publish_removes_its_segment_when_a_signal_stops_it() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::os::unix::process::ExitStatusExt;
+    let waits = [
+        "publish NAME",
+        "publish NAME --count 100 --rate 0.5",
+        "publish NAME --lossless --wait-readers 1 --count 10",
+        "publish NAME --lossless --max-block never --capacity 4K --count 100000 --size 500",
+    ];
+    for (i, cmdline) in waits.iter().enumerate() {
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            let (name, cleanup) = shm_name("signal");
+            let mut producer = command(cmdline, &name)
+                .stdin(Stdio::piped()) // kept open: `publish NAME` waits for a line
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            await_segment(&name);
+            // The last case: a registered reader, stopped, holds the producer back for ever.
+            let reader = (i == 3).then(|| {
+                let mut tail = Running::spawn(command(
+                    "tail NAME --lossless --from beginning --verify",
+                    &name,
+                ));
+                let pid = Pid::from_raw(tail.child().id() as i32);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while inspect_json(&name)["readers"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+                {
+                    assert!(Instant::now() < deadline, "the tail did not register");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                kill(pid, Signal::SIGSTOP).unwrap();
+                // Until the producer has filled the ring and waits.
+                std::thread::sleep(Duration::from_millis(200));
+                tail
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            let sent = Instant::now();
+            kill(Pid::from_raw(producer.id() as i32), signal).unwrap();
+            let status = wait_briefly(&mut producer);
+            assert_eq!(
+                status.signal(),
+                Some(signal as i32),
+                "{cmdline}: {signal}: {status}"
+            );
+            assert!(
+                sent.elapsed() < Duration::from_secs(2),
+                "{cmdline}: {signal}: slow to stop"
+            );
+            assert!(
+                !cleanup.path().exists(),
+                "{cmdline}: {signal}: the segment was left behind"
+            );
+            drop(reader);
+        }
+    }
 }

@@ -550,3 +550,67 @@ fn concurrent_cleaners_remove_each_stale_segment_once() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["producer_alive"], true);
 }
+
+/// Issue 18, item 11: a file name is shown with its control characters, other non-printable
+/// characters, backslashes and bytes that are not UTF-8 escaped, so a hostile name can neither
+/// clear the terminal nor forge a line of `list` or `clean`; JSON escapes it itself.
+#[test]
+fn hostile_names_are_escaped_in_list_and_clean() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("hostile-names");
+    let staged = dir.join("staged");
+    dead_segment(&staged, 2);
+    let raw: &[u8] =
+        b"evil\x1b[2J\nremoved FORGED (producer pid 1, last publish never)\\\xff\xe2\x80\xae";
+    let hostile = dir.path().join(OsStr::from_bytes(raw));
+    std::fs::rename(&staged, &hostile).unwrap();
+    let shown = format!(
+        "{}/evil\\x1b[2J\\nremoved FORGED (producer pid 1, last publish never)\\\\\\xff\\u{{202e}}",
+        dir.arg()
+    );
+    let clean_text = |output: &Output| {
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8");
+        assert!(!text.contains(['\x1b', '\u{202e}']), "{text:?}");
+        text
+    };
+
+    let text = clean_text(&shmcast(&["list", "--dir", dir.arg()]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[1].starts_with(&format!("{shown}  ")), "{text}");
+
+    let listed = list_json(&["--dir", dir.arg()]);
+    assert_eq!(listed.len(), 1);
+    let lossy = format!(
+        "{}/evil\x1b[2J\nremoved FORGED (producer pid 1, last publish never)\\\u{fffd}\u{202e}",
+        dir.arg()
+    );
+    assert_eq!(listed[0]["name"], lossy.as_str());
+    assert_eq!(listed[0]["path"], lossy.as_str());
+
+    let text = clean_text(&shmcast(&["clean", "--dry-run", "--dir", dir.arg()]));
+    assert_eq!(
+        text,
+        format!(
+            "would remove {shown} (producer pid {}, last publish 0 s ago)\n\
+             would remove 1 stale segment, keep 0 with a live producer\n",
+            std::process::id()
+        )
+    );
+    let text = clean_text(&shmcast(&["clean", "--dir", dir.arg()]));
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.starts_with(&format!("removed {shown} (")), "{text}");
+    assert!(!hostile.exists());
+
+    // In /dev/shm, where a file is shown as `/NAME`: only listed (other tests' segments live
+    // there too).
+    let name = format!("{}-\x1b[31m\n", unique("hostile"));
+    let shm = Path::new("/dev/shm").join(&name);
+    let _cleanup = Cleanup(shm.clone());
+    dead_segment(&shm, 1);
+    let text = clean_text(&shmcast(&["list"]));
+    let shown = format!("/{}-\\x1b[31m\\n  ", name.trim_end_matches("-\x1b[31m\n"));
+    assert_eq!(text.matches(&shown).count(), 1, "{text}");
+}

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
 use super::Result;
@@ -173,17 +172,8 @@ extern "C" fn on_signal(_: c_int) {
 /// Turns SIGINT, SIGTERM and SIGHUP into a flag that spinning loops and the peer watchdog
 /// check, so an interrupted run still kills its peers and removes its segments.
 pub fn catch_interrupts() -> Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(signal, &action) }
-            .map_err(|e| format!("cannot install a {signal} handler: {e}"))?;
-    }
-    Ok(())
+    // The handler only stores to an atomic, which is async-signal-safe.
+    crate::catch_signals(on_signal)
 }
 
 /// Whether the harness was asked to stop.
