@@ -23,9 +23,16 @@ var (
 	ErrInvalidName = errors.New("shmcast: invalid segment name")
 	// ErrTruncated: the file is shorter than the 4096-byte producer header.
 	ErrTruncated = errors.New("shmcast: segment truncated")
-	// ErrNotInitialized: the magic word is still zero; the producer may be
-	// creating the segment right now, so retrying can succeed.
+	// ErrNotInitialized: the magic word is still zero, or the file is empty
+	// and a producer holds its lock. [HeaderError.Creating] says whether a
+	// producer holds the lock, so that retrying can succeed (Open already
+	// retried for up to [InitWait]).
 	ErrNotInitialized = errors.New("shmcast: segment not initialised")
+	// ErrNotRegularFile matches every [*FileTypeError]: the file at the
+	// segment's name is a FIFO, a device, a directory, a socket, or a
+	// symbolic link at a shared-memory name (never followed), so it is not a
+	// segment.
+	ErrNotRegularFile = errors.New("shmcast: not a regular file")
 	// ErrBadMagic: the file is not a shmcast segment.
 	ErrBadMagic = errors.New("shmcast: bad magic")
 	// ErrUnsupportedVersion: the layout version is not 1.
@@ -117,6 +124,22 @@ func (e *NameError) Error() string {
 
 func (e *NameError) Unwrap() error { return ErrInvalidName }
 
+// FileTypeError reports that the file at a segment's name is not a regular
+// file, with what it is instead, as the Rust library's
+// Error::NotRegularFile does. It wraps [ErrNotRegularFile]. Nothing was read
+// or written through it, and opening it did not block (a FIFO).
+type FileTypeError struct {
+	Path string // the file
+	Kind string // what it is: "a FIFO (named pipe)", "a character device", ...
+}
+
+func (e *FileTypeError) Error() string {
+	return "shmcast: " + e.Path + " is not a regular file: it is " + e.Kind +
+		"; a segment is always a regular file, so this is not one (remove it if nothing uses it, or use another name)"
+}
+
+func (e *FileTypeError) Unwrap() error { return ErrNotRegularFile }
+
 // HeaderError describes why a segment's header was rejected. Err is one of
 // ErrTruncated, ErrNotInitialized, ErrBadMagic, ErrUnsupportedVersion,
 // ErrUnsupportedFlags, ErrInvalidHeader or ErrSizeMismatch.
@@ -126,6 +149,10 @@ type HeaderError struct {
 	Field string // "size", "magic", "version", "flags", "data_offset", "capacity" or "reader_slots"
 	Got   uint64 // the value found
 	Want  uint64 // the value expected, where there is a single one
+	// Creating: with ErrNotInitialized, whether a producer holds the file's
+	// lock, so it is still creating the segment and trying again can
+	// succeed; false: nobody is creating it.
+	Creating bool
 }
 
 func (e *HeaderError) Error() string {
@@ -138,12 +165,18 @@ func (e *HeaderError) Error() string {
 	case "reader_slots":
 		return fmt.Sprintf("%s: reader_slots %d of a lossless segment is not in [1, 31]", prefix, e.Got)
 	case "size":
+		if e.Err == ErrTruncated && e.Got == 0 {
+			return fmt.Sprintf("%s: size 0, need at least %d (an empty file that no producer is creating: not a segment, or its creator died before sizing it)", prefix, e.Want)
+		}
 		if e.Err == ErrTruncated {
 			return fmt.Sprintf("%s: size %d, need at least %d", prefix, e.Got, e.Want)
 		}
 	}
 	if e.Err == ErrNotInitialized {
-		return prefix
+		if e.Creating {
+			return prefix + ": its producer is still creating it (it holds the producer lock); try again shortly"
+		}
+		return prefix + ": no producer holds its lock: its creator died before finishing it, or it is not a shmcast segment"
 	}
 	return fmt.Sprintf("%s: %s %d, want %d", prefix, e.Field, e.Got, e.Want)
 }

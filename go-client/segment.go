@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // ShmDir is where POSIX shared-memory objects live on Linux.
@@ -85,7 +86,8 @@ func WithLossless() Option { return func(o *options) { o.lossless = true } }
 //     "./seg", "dir/seg", also "demo/" with its trailing slash) is the path
 //     of a regular file, returned unchanged.
 //
-// A name that contains a NUL byte, and a shared-memory name that is empty
+// A name that is not valid UTF-8 or contains a NUL byte, and a shared-memory
+// name that is empty
 // ("" or "/"), "." or ".." (also "/." and "/..") or longer than 255 bytes,
 // are refused with a [*NameError] (errors.Is [ErrInvalidName]), with the
 // reason the Rust library gives. A path is not checked further here: one
@@ -95,6 +97,11 @@ func SegmentPath(name string) (string, error) {
 	shm := strings.TrimPrefix(name, "/")
 	var reason string
 	switch {
+	case !utf8.ValidString(name):
+		// The Rust library takes names as UTF-8 strings (&str), so it never
+		// sees one that is not; refusing it here first keeps the two readers
+		// agreeing on every name.
+		reason = "the name is not valid UTF-8"
 	case strings.IndexByte(name, 0) >= 0:
 		reason = "the name contains a NUL byte"
 	case strings.Contains(shm, "/"):
@@ -129,12 +136,53 @@ func checkPath(path string) error {
 // file that is, and [OpenPath] opens it. An invalid name is a [*NameError]
 // (errors.Is [ErrInvalidName]); a name that does not exist matches
 // [io/fs.ErrNotExist].
+//
+// A symbolic link at a shared-memory name is never followed (as the Rust
+// library and glibc's shm_open): it is a [*FileTypeError]. (A path given to
+// OpenPath, or a name with a slash after its first character, is the
+// caller's choice and follows links.)
 func Open(name string, opts ...Option) (*Reader, error) {
 	path, err := SegmentPath(name)
 	if err != nil {
 		return nil, err
 	}
-	return OpenPath(path, opts...)
+	shm := !strings.Contains(strings.TrimPrefix(name, "/"), "/")
+	return openRetrying(path, shm, opts)
+}
+
+// InitWait is how long Open and OpenPath keep retrying, every millisecond,
+// a segment that a live producer is still creating: an empty file, or one
+// whose magic is still zero, while a producer holds its lock
+// (docs/LAYOUT.md, "Validating a segment before reading it"). An empty
+// file whose lock is free is retried for 10 ms (the moment between a
+// producer's creation of the file and its lock), then it is ErrTruncated.
+const InitWait = 2 * time.Second
+
+const (
+	emptyGrace = 10 * time.Millisecond
+	initPoll   = time.Millisecond
+)
+
+// openRetrying is OpenPath, retrying a segment being created as InitWait
+// says. shm: path is a shared-memory object's file, whose symbolic link is
+// not followed.
+func openRetrying(path string, shm bool, opts []Option) (*Reader, error) {
+	start := time.Now()
+	for {
+		r, err := openPath(path, shm, opts...)
+		var he *HeaderError
+		if !errors.As(err, &he) {
+			return r, err
+		}
+		waited := time.Since(start)
+		switch {
+		case he.Err == ErrNotInitialized && he.Creating && waited < InitWait:
+		case he.Err == ErrTruncated && he.Got == 0 && waited < emptyGrace:
+		default:
+			return r, err
+		}
+		time.Sleep(initPoll)
+	}
 }
 
 // OpenPath maps the segment file at path read-only, validates its header
@@ -161,10 +209,20 @@ func Open(name string, opts ...Option) (*Reader, error) {
 // The Reader keeps the file open, until Close, to test whether the producer
 // is alive (see ProducerAlive): the producer holds a lock on the file for as
 // long as it lives.
+//
+// A segment that a live producer is still creating is retried for up to
+// [InitWait]; a FIFO, device or directory is a [*FileTypeError]
+// (errors.Is [ErrNotRegularFile]), reported without blocking.
 func OpenPath(path string, opts ...Option) (*Reader, error) {
 	if err := checkPath(path); err != nil {
 		return nil, err
 	}
+	return openRetrying(path, false, opts)
+}
+
+// openPath is one attempt of OpenPath; shm: do not follow a symbolic link
+// at path.
+func openPath(path string, shm bool, opts ...Option) (*Reader, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -173,10 +231,10 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 		return nil, fmt.Errorf("shmcast: invalid wait strategy %v", o.wait)
 	}
 	wantWrite := o.lossless || (o.wait == WaitBlock && futexSupported && !o.readOnly)
-	f, writeErr, err := openFile(path, wantWrite)
+	f, writeErr, err := openFile(path, wantWrite, shm)
 	writable := err == nil && wantWrite && writeErr == nil
 	if err != nil {
-		return nil, fmt.Errorf("shmcast: %w", err)
+		return nil, openError(path, shm, err)
 	}
 	keep := false // the Reader takes f over
 	defer func() {
@@ -187,6 +245,11 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	size, err := fileSize(f)
 	if err != nil {
 		return nil, err
+	}
+	// A producer creates its file empty, locks it, then sizes it: an empty
+	// file is a segment being created only while the lock is held.
+	if size == 0 && lockHeld(int(f.Fd())) {
+		return nil, &HeaderError{Path: path, Err: ErrNotInitialized, Field: "size", Creating: true}
 	}
 	if size < headerSize {
 		return nil, &HeaderError{Path: path, Err: ErrTruncated, Field: "size", Got: uint64(size), Want: headerSize}
@@ -201,6 +264,9 @@ func OpenPath(path string, opts ...Option) (*Reader, error) {
 	}
 	hdr, err := decodeHeader(hdrMem, size, path)
 	syscall.Munmap(hdrMem)
+	if he, ok := err.(*HeaderError); ok && he.Err == ErrNotInitialized {
+		he.Creating = lockHeld(int(f.Fd()))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -294,16 +360,33 @@ func (m *mapping) unmap() error {
 // read-only, so the errors reported are those of a read-only open, as
 // before readers could park (a Reader that must register reports writeErr
 // once the header has shown that the file is a lossless segment).
-// O_NONBLOCK so that a FIFO at path cannot block the open.
-func openFile(path string, wantWrite bool) (f *os.File, writeErr, err error) {
+// O_NONBLOCK so that a FIFO at path cannot block the open; with nofollow,
+// O_NOFOLLOW so that a symbolic link at path is refused (ELOOP).
+func openFile(path string, wantWrite, nofollow bool) (f *os.File, writeErr, err error) {
+	flags := syscall.O_NONBLOCK | syscall.O_CLOEXEC
+	if nofollow {
+		flags |= syscall.O_NOFOLLOW
+	}
 	if wantWrite {
-		f, writeErr = os.OpenFile(path, os.O_RDWR|syscall.O_NONBLOCK, 0)
+		f, writeErr = os.OpenFile(path, os.O_RDWR|flags, 0)
 		if writeErr == nil {
 			return f, nil, nil
 		}
 	}
-	f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err = os.OpenFile(path, os.O_RDONLY|flags, 0)
 	return f, writeErr, err
+}
+
+// openError reports the failure err of opening path: a directory, or a
+// symbolic link at a shared-memory name (shm), is a *FileTypeError.
+func openError(path string, shm bool, err error) error {
+	switch {
+	case errors.Is(err, syscall.EISDIR):
+		return &FileTypeError{Path: path, Kind: "a directory"}
+	case shm && errors.Is(err, syscall.ELOOP):
+		return &FileTypeError{Path: path, Kind: "a symbolic link (never followed at a shared-memory name)"}
+	}
+	return fmt.Errorf("shmcast: %w", err)
 }
 
 // canRegister says why a Reader opened WithLossless cannot register on the
@@ -326,12 +409,30 @@ func fileSize(f *os.File) (int64, error) {
 		return 0, fmt.Errorf("shmcast: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return 0, fmt.Errorf("shmcast: %s: %w", f.Name(), errNotRegular)
+		return 0, &FileTypeError{Path: f.Name(), Kind: fileKind(fi.Mode())}
 	}
 	return fi.Size(), nil
 }
 
-var errNotRegular = errors.New("not a regular file")
+// fileKind says what a file that is not a regular file is, in the Rust
+// library's words.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO (named pipe)"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	}
+	return "not a regular file"
+}
 
 func mmap(f *os.File, n int) ([]byte, error) {
 	return syscall.Mmap(int(f.Fd()), 0, n, syscall.PROT_READ, syscall.MAP_SHARED)
