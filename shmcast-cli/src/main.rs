@@ -436,7 +436,15 @@ fn tail(args: TailArgs) -> Result<()> {
                 // Show what we have before waiting.
                 out.flush()?;
                 match args.timeout {
-                    Some(timeout) => subscriber.recv_into_timeout(&mut buf, timeout),
+                    Some(timeout) => match subscriber.recv_into_timeout(&mut buf, timeout) {
+                        // A dead producer is the end of the stream, whichever the read noticed
+                        // first: one more read says how it ended (or delivers what it committed
+                        // last), bounded in case a lock holder makes it look alive.
+                        Err(RecvError::Timeout) if !subscriber.producer_alive() => {
+                            subscriber.recv_into_timeout(&mut buf, GONE_GRACE)
+                        }
+                        other => other,
+                    },
                     None => subscriber.recv_into(&mut buf),
                 }
             }
@@ -530,6 +538,10 @@ fn tail(args: TailArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// How long `tail` waits, after a `--timeout` with the producer dead, for the read to report
+/// it gone (the libraries test liveness every 100 ms).
+const GONE_GRACE: Duration = Duration::from_millis(500);
 
 /// The size `tail` starts its message buffer with (or the maximum payload, if smaller).
 const INITIAL_BUFFER: usize = 64 << 10;

@@ -22,10 +22,18 @@
 // reading goes on as a lossy reader; standard output is unchanged.
 //
 // Like `shmcast tail`, it ends by itself once the producer has exited (or
-// was killed) and everything it published was read: with status 0, or,
-// when --count was given and not reached, with status 1 and
-// "the producer has exited; no more messages will arrive: received R and
-// lagged L of N" on standard error.
+// was killed) and everything it published was read: with status 0 and one
+// line on standard error, "shmcast-tail: the producer has exited; no more
+// messages will arrive" (or, when a new producer has replaced the segment
+// meanwhile, "shmcast-tail: the producer has exited, and a new segment now
+// exists under the same name: open it again to follow the new producer");
+// or, when --count was given and not reached, with status 1 and
+// "shmcast-tail: error: the producer has exited; no more messages will
+// arrive: received R and lagged L of N".
+//
+// Its message buffer starts at 64 KiB (or the segment's maximum payload,
+// if smaller) and grows to the longest message read: memory follows the
+// messages, never the capacity the header claims.
 package main
 
 import (
@@ -164,9 +172,10 @@ func tail(ctx context.Context, cfg config, out *bufio.Writer, stderr io.Writer) 
 	defer r.Close()
 
 	var received, lagged, corrupt uint64
-	buf := make([]byte, r.MaxPayload())
+	buf := make([]byte, min(r.MaxPayload(), initialBuffer))
 	line := make([]byte, 0, 256)
 	var readErr error
+	var gone error // the end of the stream, said once everything else is out
 	for !cfg.countSet || received+lagged < cfg.count {
 		m, err := r.TryRead(buf)
 		if err == shmcast.ErrNoMessage {
@@ -182,10 +191,25 @@ func tail(ctx context.Context, cfg config, out *bufio.Writer, stderr io.Writer) 
 			}
 			m, err = r.Read(rctx, buf)
 			cancel()
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && !r.ProducerAlive() {
+				// A dead producer is the end of the stream, whichever the
+				// read noticed first: one more read says how it ended (or
+				// delivers what it committed last), bounded in case a lock
+				// holder makes it look alive.
+				gctx, cancel := context.WithTimeout(ctx, goneGrace)
+				m, err = r.Read(gctx, buf)
+				cancel()
+			}
 		}
 		var lag *shmcast.LaggedError
+		var short *shmcast.ShortBufferError
 		var werr error
 		switch {
+		case errors.As(err, &short):
+			// The message stays unread: read it again into a buffer that
+			// holds it.
+			buf = make([]byte, short.Need)
+			continue
 		case err == nil:
 			received++
 			if cfg.verify && !shmcast.VerifyPattern(m.Seq, m.Data) {
@@ -219,6 +243,8 @@ func tail(ctx context.Context, cfg config, out *bufio.Writer, stderr io.Writer) 
 			if cfg.countSet {
 				readErr = fmt.Errorf("%s: received %d and lagged %d of %d",
 					strings.TrimPrefix(err.Error(), "shmcast: "), received, lagged, cfg.count)
+			} else {
+				gone = err
 			}
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			if cfg.countSet {
@@ -247,8 +273,23 @@ func tail(ctx context.Context, cfg config, out *bufio.Writer, stderr io.Writer) 
 			readErr = fmt.Errorf("%d of %d payloads did not match the generated pattern", corrupt, received)
 		}
 	}
+	if gone != nil {
+		if err := out.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "%s: %s\n", prog, strings.TrimPrefix(gone.Error(), "shmcast: "))
+	}
 	return readErr
 }
+
+// goneGrace is how long the command waits, after a --timeout with the
+// producer dead, for the read to report it gone (the reader tests liveness
+// every 100 ms).
+const goneGrace = 500 * time.Millisecond
+
+// initialBuffer is the size the message buffer starts with (or the maximum
+// payload, if smaller).
+const initialBuffer = 64 << 10
 
 // appendJSON writes {"seq":SEQ,"len":LEN,"data":"BASE64"} and a newline.
 func appendJSON(b []byte, m shmcast.Message) []byte {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -170,11 +172,16 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// gone is what the command says on standard error at the normal end of a
+// stream: the producer has exited and everything it published was read.
+const gone = "shmcast-tail: the producer has exited; no more messages will arrive\n"
+
 // TestProducerGone: like `shmcast tail`, the command ends by itself once the
-// producer has exited and everything it published was read: status 0
-// without --count, status 1 and the Rust wording with --count not reached,
-// status 0 when --count was reached first. Each run must end well before
-// the generous bound (the liveness test runs every 100 ms).
+// producer has exited and everything it published was read: status 0 and
+// the line gone on standard error without --count, status 1 and the Rust
+// wording with --count not reached, status 0 and nothing on standard error
+// when --count was reached first. Each run must end well before the
+// generous bound (the liveness test runs every 100 ms).
 func TestProducerGone(t *testing.T) {
 	w, path := segment(t, 4096)
 	for range 3 {
@@ -186,13 +193,19 @@ func TestProducerGone(t *testing.T) {
 		code       int
 		out, inErr string
 	}{
-		{[]string{"--verify"}, 0, "received=3 lagged=0 corrupt=0\n", ""},
+		{[]string{"--verify"}, 0, "received=3 lagged=0 corrupt=0\n", gone},
 		{[]string{"--verify", "--count", "3"}, 0, "received=3 lagged=0 corrupt=0\n", ""},
 		{[]string{"--verify", "--count", "5"}, 1, "received=3 lagged=0 corrupt=0\n",
 			"shmcast-tail: error: the producer has exited; no more messages will arrive: received 3 and lagged 0 of 5\n"},
 		{[]string{"--json", "--from", "next", "--count", "1", "--wait", "spin"}, 1, "",
 			"shmcast-tail: error: the producer has exited; no more messages will arrive: received 0 and lagged 0 of 1\n"},
-		{[]string{"--verify", "--wait", "backoff", "--timeout", "60"}, 0, "received=3 lagged=0 corrupt=0\n", ""},
+		{[]string{"--verify", "--wait", "backoff", "--timeout", "60"}, 0, "received=3 lagged=0 corrupt=0\n", gone},
+		// A timeout that ends before the read notices the dead producer:
+		// the producer's exit is reported all the same, as the Rust
+		// command does.
+		{[]string{"--verify", "--timeout", "0"}, 0, "received=3 lagged=0 corrupt=0\n", gone},
+		{[]string{"--verify", "--count", "5", "--timeout", "0.02"}, 1, "received=3 lagged=0 corrupt=0\n",
+			"shmcast-tail: error: the producer has exited; no more messages will arrive: received 3 and lagged 0 of 5\n"},
 	} {
 		start := time.Now()
 		code, out, errOut := runTail(append([]string{path, "--from", "beginning"}, tc.args...)...)
@@ -269,5 +282,76 @@ func TestLossless(t *testing.T) {
 	}
 	if s := w.Slot(0); s.State != segtest.Free || s.Gen != 2 {
 		t.Fatalf("after the eviction: slot 0 %+v", s)
+	}
+}
+
+// TestProducerReplaced: when a new producer's segment has taken the name
+// before the tail notices that its producer is gone, the tail says so
+// (status 0: the stream it followed ended normally).
+func TestProducerReplaced(t *testing.T) {
+	w, path := segment(t, 4096)
+	w.PublishPattern(10)
+	w.PublishPattern(20)
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errOut := runTail(path, "--from", "beginning", "--verify", "--wait", "block")
+		done <- result{code, out, errOut}
+	}()
+	// Parked: it has read both messages and waits for more.
+	for deadline := time.Now().Add(10 * time.Second); w.Parked() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the tail never waited")
+		}
+	}
+	staged := path + ".new"
+	_, unmap, err := segtest.Create(staged, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unmap)
+	if err := os.Rename(staged, path); err != nil {
+		t.Fatal(err)
+	}
+	w.Kill()
+	res := <-done
+	want := "shmcast-tail: the producer has exited, and a new segment now exists under the same name: open it again to follow the new producer\n"
+	if res.code != 0 || res.out != "received=2 lagged=0 corrupt=0\n" || res.err != want {
+		t.Fatalf("status %d, stdout %q, stderr %q; want 0 and %q", res.code, res.out, res.err, want)
+	}
+}
+
+// TestHugeCapacity: a valid header may claim a capacity of up to 1 TiB on a
+// sparse file. The tail's buffer follows the messages it reads (here up to
+// 200 000 bytes, more than its first buffer), never the maximum payload the
+// capacity allows (32 GiB for 128 GiB): allocating that up front ran out of
+// memory.
+func TestHugeCapacity(t *testing.T) {
+	w, path := segment(t, 1<<37)
+	sizes := []int{100000, 10, 200000}
+	for _, n := range sizes {
+		w.PublishPattern(n)
+	}
+	w.Kill()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	code, out, errOut := runTail(path, "--from", "beginning", "--verify")
+	runtime.ReadMemStats(&after)
+	if code != 0 || out != "received=3 lagged=0 corrupt=0\n" || errOut != gone {
+		t.Fatalf("status %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if allocated := after.TotalAlloc - before.TotalAlloc; allocated > 16<<20 {
+		t.Fatalf("the tail allocated %d bytes to read %v bytes of messages", allocated, sizes)
+	}
+	var want strings.Builder
+	for i, n := range sizes {
+		p := segtest.Pattern(uint64(i+1), n)
+		fmt.Fprintf(&want, "{\"seq\":%d,\"len\":%d,\"data\":\"%s\"}\n", i+1, n, base64.StdEncoding.EncodeToString(p))
+	}
+	if code, out, _ := runTail(path, "--from", "beginning", "--json"); code != 0 || out != want.String() {
+		t.Fatalf("--json: status %d, %d bytes of output, want %d", code, len(out), want.Len())
 	}
 }
