@@ -531,7 +531,8 @@ fn files_that_are_not_segments_are_refused() {
     let (path, cleanup) = temp_path("notseg");
     let cases: [(&[u8], &str); 4] = [
         (&[0; 8192], "not initialised"),
-        (b"", "not initialised"),
+        // Empty, and no producer is creating it: truncated, not "not initialised yet".
+        (b"", "is truncated: 0 bytes"),
         (&[0xA5; 8192], "not a shmcast segment"),
         (&[0; 100], "truncated"),
     ];
