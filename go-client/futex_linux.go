@@ -31,5 +31,16 @@ func futexWaitOn(addr *uint32, val uint32, d time.Duration) {
 
 // futexWakeAll wakes every thread, in any process, waiting on addr.
 func futexWakeAll(addr *uint32) {
-	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWake, uintptr(1<<31-1), 0, 0, 0)
+	futexWakeN(addr, 1<<31-1)
+}
+
+// futexWakeN wakes at most n threads, in any process, waiting on addr
+// (oldest first among threads of equal priority) and returns how many it
+// woke.
+func futexWakeN(addr *uint32, n int) int {
+	woken, _, errno := syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWake, uintptr(n), 0, 0, 0)
+	if errno != 0 {
+		return 0
+	}
+	return int(woken)
 }

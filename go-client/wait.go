@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // WaitStrategy is how a blocking read (Read, ReadFunc, Messages) waits while
@@ -67,6 +68,15 @@ const (
 	// so the poll loop stays tight.
 	spinCheckPolls = 64
 
+	// parkedRelay is the bit a parking reader sets in parked: "a reader that
+	// relays wake-ups may be parked" (the Rust reader's PARKED_RELAY).
+	parkedRelay = 2
+	// relayFanout: waiters a woken reader wakes in turn.
+	relayFanout = 2
+	// offWakeThrottle: u32, subscriber area; non-zero while the producer
+	// makes no wake-up calls (docs/LAYOUT.md, "Waiting and waking").
+	offWakeThrottle = 0x1010
+
 	minSleep   = 20 * time.Microsecond // first sleep of WaitBackoff and of a read-only futex wait
 	defPollMax = time.Millisecond      // longest such sleep, unless WithPollInterval
 )
@@ -89,6 +99,13 @@ const (
 	// one sleep of the wait strategy, at most 1 ms unless WithPollInterval
 	// says more), once it has delivered everything published before it.
 	LivenessInterval = 100 * time.Millisecond
+
+	// ThrottledWait is the longest single futex wait of a parked read while
+	// the producer has throttled its wake-up calls (the segment's
+	// wake_throttle is non-zero: some process kept storing parked without
+	// sleeping). A parked read then notices a message within about this long
+	// without being woken. The Rust reader's THROTTLED_WAIT.
+	ThrottledWait = time.Millisecond
 )
 
 // waiter is the state of one blocking read's wait, on the caller's stack.
@@ -250,7 +267,9 @@ func (r *Reader) park(w *waiter) (err error) {
 		w.v = atomic.LoadUint32(r.wakeSeq)
 		w.unsure = false
 		if r.parked != nil {
-			atomic.StoreUint32(r.parked, 1)
+			// A relaying reader (step 2): the producer then wakes one waiter,
+			// and each woken reader wakes relayFanout more (see relay).
+			atomic.OrUint32(r.parked, parkedRelay)
 			// wake_barrier = 1: the producer publishes without a fence; this
 			// call runs it on the producer's CPU. If it fails, the producer may
 			// miss parked, so the wait below is kept short.
@@ -276,10 +295,34 @@ func (r *Reader) park(w *waiter) (err error) {
 		err = r.interrupted(w.ctx)
 	}
 	if err == nil {
+		// Loaded after v: a v that includes the producer's throttle
+		// announcement sees the throttle (step 5).
+		if atomic.LoadUint32(r.wakeThrottle()) != 0 {
+			d = min(d, ThrottledWait)
+		}
 		futexWaitOn(r.wakeSeq, w.v, d)
+		relay(r.wakeSeq, w.v)
 	}
 	done = true
 	return err
+}
+
+// wakeThrottle is the segment's wake_throttle word, next to wake_seq in the
+// same mapping.
+func (r *Reader) wakeThrottle() *uint32 {
+	return (*uint32)(unsafe.Add(unsafe.Pointer(r.wakeSeq), offWakeThrottle-offWakeSeq))
+}
+
+// relay is reader step 7 of docs/LAYOUT.md "Waiting and waking": after any
+// return from a wait on wake_seq with value v, a reader that finds the word
+// changed passes the wake-up on to relayFanout more waiters, before it
+// reads. The producer wakes only one waiter of a segment where every
+// parked reader relays, so the cost of waking N readers is spread over them
+// instead of falling on the producer.
+func relay(wakeSeq *uint32, v uint32) {
+	if atomic.LoadUint32(wakeSeq) != v {
+		futexWakeN(wakeSeq, relayFanout)
+	}
 }
 
 // parkTimeout is the length of the next futex wait: MaxParkSlice for a

@@ -76,6 +76,9 @@ pub const SUBSCRIBER_AREA_SIZE: u64 = 0x1000;
 pub const WAKE_SEQ: usize = 0x1000;
 /// `parked` (u32): non-zero when some subscriber may be parked on `wake_seq`.
 pub const PARKED: usize = 0x1004;
+/// `wake_throttle` (u32): non-zero while the producer makes no wake-up system calls (it saw
+/// too many fruitless ones); a parked subscriber then waits at most 1 ms at a time.
+pub const WAKE_THROTTLE: usize = 0x1010;
 
 /// `gate_wake` (u32, lossless segments): the futex word a blocked producer sleeps on.
 pub const GATE_WAKE: usize = 0x1008;

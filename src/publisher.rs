@@ -13,6 +13,7 @@ use crate::registry::RegisteredReader;
 use crate::ring::{self, Reservation, Ring, WriterState};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
+use crate::wait::WakeState;
 
 /// Default ring capacity: 1 MiB.
 pub const DEFAULT_CAPACITY: u64 = 1 << 20;
@@ -240,7 +241,7 @@ impl PublisherOptions {
             location,
             unlink_on_drop: self.unlink_on_drop,
             max_payload,
-            wakeups: 0,
+            wake: WakeState::default(),
             gate,
         })
     }
@@ -272,7 +273,7 @@ pub struct Publisher {
     location: Location,
     unlink_on_drop: bool,
     max_payload: usize,
-    wakeups: u64,
+    wake: WakeState,
     /// Lossless segments: the gate and what it knows of the readers.
     gate: Option<Gate>,
 }
@@ -335,7 +336,7 @@ impl Publisher {
                 Err(limit) => self.open_gate(limit, patience)?,
             }
         };
-        after_publish(&self.mapping, seq, &mut self.wakeups);
+        after_publish(&self.mapping, seq, &mut self.wake);
         Ok(seq)
     }
 
@@ -447,7 +448,7 @@ impl Publisher {
         Ok(Claim {
             ring,
             mapping: &self.mapping,
-            wakeups: &mut self.wakeups,
+            wake: &mut self.wake,
             state: &mut self.state,
             reservation: Some(reservation),
             words,
@@ -495,7 +496,15 @@ impl Publisher {
     /// each, made by a publish that found some subscriber parked. While no subscriber is parked,
     /// publishing makes no system call and this does not grow.
     pub fn wakeups(&self) -> u64 {
-        self.wakeups
+        self.wake.wakeups
+    }
+
+    /// How many times this publisher has throttled its wake-up calls because they kept finding
+    /// nobody asleep (a process storing `parked` without sleeping; docs/LAYOUT.md, "Waiting and
+    /// waking"). While throttled, parked subscribers poll every millisecond instead of being
+    /// woken.
+    pub fn wake_throttles(&self) -> u64 {
+        self.wake.throttles
     }
 
     /// The segment's file (`/dev/shm/NAME` for a shared-memory segment).
@@ -508,11 +517,8 @@ impl Publisher {
 /// word: on the first publish, every 64th, and whenever subscribers were woken. (Reading the
 /// clock on every publish would cost more than the rest of a small publish.)
 #[inline]
-fn after_publish(mapping: &Mapping, seq: u64, wakeups: &mut u64) {
-    let woke = mapping.wake_words().wake_parked();
-    if woke {
-        *wakeups += 1;
-    }
+fn after_publish(mapping: &Mapping, seq: u64, wake: &mut WakeState) {
+    let woke = mapping.wake_words().wake_parked_with(wake);
     if woke || seq % 64 == 1 {
         mapping.set_last_publish_ns(unix_now_ns());
     }
@@ -542,7 +548,7 @@ impl Drop for Publisher {
 pub struct Claim<'a> {
     ring: Ring<'a>,
     mapping: &'a Mapping,
-    wakeups: &'a mut u64,
+    wake: &'a mut WakeState,
     state: &'a mut WriterState,
     reservation: Option<Reservation>,
     words: &'a [AtomicU64],
@@ -607,7 +613,7 @@ impl Claim<'_> {
             .take()
             .expect("a claim is committed at most once");
         let seq = self.ring.commit(self.state, reservation);
-        after_publish(self.mapping, seq, self.wakeups);
+        after_publish(self.mapping, seq, self.wake);
         seq
     }
 }

@@ -1063,6 +1063,7 @@ pub(crate) struct HeapRing {
     data: Vec<AtomicU64>,
     wake_seq: crate::sync::AtomicU32,
     parked: crate::sync::AtomicU32,
+    wake_throttle: crate::sync::AtomicU32,
 }
 
 #[cfg(test)]
@@ -1075,6 +1076,7 @@ impl HeapRing {
             data: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
             wake_seq: crate::sync::AtomicU32::new(0),
             parked: crate::sync::AtomicU32::new(0),
+            wake_throttle: crate::sync::AtomicU32::new(0),
         };
         heap.ring().init_indices();
         heap
@@ -1095,6 +1097,7 @@ impl HeapRing {
         crate::wait::WakeWords::new(
             &self.wake_seq,
             Some(&self.parked),
+            &self.wake_throttle,
             crate::wait::Barrier::Fence,
         )
     }

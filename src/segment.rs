@@ -193,7 +193,7 @@ impl Mapping {
     pub(crate) fn wake_words(&self) -> WakeWords<'_> {
         let at = |base: *mut u8, off: usize| -> &AtomicU32 {
             // SAFETY: `base` is the start of the subscriber page (in `map`, which is at least
-            // DATA_OFFSET bytes, or a separate 4096-byte mapping of it) and `off` < 8, so the
+            // DATA_OFFSET bytes, or a separate 4096-byte mapping of it) and `off` < 0x20, so the
             // 4-byte-aligned word is in bounds; both mappings live as long as `self`. Every
             // process accesses these words only atomically (as for `header_words`); through a
             // read-only mapping this process only loads them and passes their address to
@@ -206,16 +206,20 @@ impl Mapping {
         };
         let wake_seq = layout::WAKE_SEQ - layout::SUBSCRIBER_AREA as usize;
         let parked = layout::PARKED - layout::SUBSCRIBER_AREA as usize;
+        let throttle = layout::WAKE_THROTTLE - layout::SUBSCRIBER_AREA as usize;
         let base = match &self.wake_page {
             WakePage::InMap | WakePage::ReadOnly => in_map(),
             WakePage::Separate(page) => page.as_mut_ptr(),
         };
         let writable = !matches!(self.wake_page, WakePage::ReadOnly);
         match self.barrier {
-            Some(barrier) if writable => {
-                WakeWords::new(at(base, wake_seq), Some(at(base, parked)), barrier)
-            }
-            _ => WakeWords::new(at(base, wake_seq), None, Barrier::Fence),
+            Some(barrier) if writable => WakeWords::new(
+                at(base, wake_seq),
+                Some(at(base, parked)),
+                at(base, throttle),
+                barrier,
+            ),
+            _ => WakeWords::new(at(base, wake_seq), None, at(base, throttle), Barrier::Fence),
         }
     }
 

@@ -158,23 +158,27 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     }
 }
 
-/// Wakes every thread, in any process, waiting in [`futex_wait`] on `word`.
+/// Wakes at most `n` threads, in any process, waiting in [`futex_wait`] on `word` (the kernel
+/// takes them in the order they started waiting, real-time threads first), and returns how many
+/// it woke.
 #[cfg(all(not(loom), any(target_os = "linux", target_os = "android")))]
-pub(crate) fn futex_wake_all(word: &AtomicU32) {
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
     use nix::libc;
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access its value. Errors
-    // (there are none for a valid address) would only mean nobody was woken.
-    unsafe {
+    let n = n.min(i32::MAX as u32) as i32;
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access its value. An error
+    // (there is none for a valid address) is reported as nobody woken.
+    let woken = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAKE,
-            i32::MAX,
+            n,
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
             0u32,
-        );
-    }
+        )
+    };
+    u32::try_from(woken).unwrap_or(0)
 }
 
 /// Without futexes a waiter sleeps for a bounded time and is never woken early.
@@ -188,27 +192,78 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
 
 /// Without futexes there is nobody to wake: waiters time out on their own.
 #[cfg(all(not(loom), not(any(target_os = "linux", target_os = "android"))))]
-pub(crate) fn futex_wake_all(_word: &AtomicU32) {}
+pub(crate) fn futex_wake(_word: &AtomicU32, _n: u32) -> u32 {
+    0
+}
 
-// Under loom a futex is a mutex-protected "check the value, then sleep" on one global
-// condition variable: the same atomicity the kernel gives (it checks the value under the lock
-// that FUTEX_WAKE takes). Timeouts are ignored, so a lost wake-up shows as a loom deadlock.
+/// Wakes every thread, in any process, waiting in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) -> u32 {
+    futex_wake(word, i32::MAX as u32)
+}
+
+/// [`futex_wait`] for a wait that is bounded by a short `timeout` (at most
+/// [`crate::wait::MAX_SLEEP`]) and relies on it: the caller polls again soon whether woken or
+/// not. Under loom, where time does not pass, such a wait returns at once (after letting other
+/// threads run), so a model checks that nobody depends on a wake-up from such a waiter.
+pub(crate) fn futex_wait_short(word: &AtomicU32, expected: u32, timeout: Duration) {
+    #[cfg(loom)]
+    {
+        let _ = (word, expected, timeout);
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    futex_wait(word, expected, Some(timeout));
+}
+
+// Under loom a futex is a mutex-protected queue of waiters, each keyed by the address of its
+// word: `futex_wait` checks the value and joins the queue under the lock, the same atomicity the
+// kernel gives (it checks the value under the lock that FUTEX_WAKE takes); `futex_wake` takes
+// the first `n` waiters of that word (the kernel's order for threads of equal priority).
+// Timeouts are ignored, so a waiter that nobody wakes shows as a loom deadlock.
+#[cfg(loom)]
+#[derive(Default)]
+struct FutexQueue {
+    /// (word address, ticket) of every waiter, oldest first.
+    waiters: std::collections::VecDeque<(usize, u64)>,
+    next_ticket: u64,
+}
+
 #[cfg(loom)]
 loom::lazy_static! {
-    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
-        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+    static ref FUTEX: (loom::sync::Mutex<FutexQueue>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(FutexQueue::default()), loom::sync::Condvar::new());
 }
 
 #[cfg(loom)]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
-    let guard = FUTEX.0.lock().unwrap();
-    if word.load(Ordering::Relaxed) == expected {
-        drop(FUTEX.1.wait(guard).unwrap());
+    let mut queue = FUTEX.0.lock().unwrap();
+    if word.load(Ordering::Relaxed) != expected {
+        return;
+    }
+    let ticket = queue.next_ticket;
+    queue.next_ticket += 1;
+    queue
+        .waiters
+        .push_back((word as *const AtomicU32 as usize, ticket));
+    while queue.waiters.iter().any(|&(_, t)| t == ticket) {
+        queue = FUTEX.1.wait(queue).unwrap();
     }
 }
 
 #[cfg(loom)]
-pub(crate) fn futex_wake_all(_word: &AtomicU32) {
-    let _guard = FUTEX.0.lock().unwrap();
-    FUTEX.1.notify_all();
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
+    let addr = word as *const AtomicU32 as usize;
+    let mut queue = FUTEX.0.lock().unwrap();
+    let mut woken = 0;
+    while woken < n {
+        let Some(i) = queue.waiters.iter().position(|&(a, _)| a == addr) else {
+            break;
+        };
+        queue.waiters.remove(i);
+        woken += 1;
+    }
+    if woken > 0 {
+        FUTEX.1.notify_all();
+    }
+    woken
 }

@@ -203,15 +203,50 @@ fn loom_join_while_publishing() {
     );
 }
 
+/// How a park/wake model is set up.
+#[derive(Clone, Copy)]
+struct Park {
+    /// Consumers that block with [`WaitStrategy::Block`] (relaying readers).
+    consumers: usize,
+    /// Consumers that park as a reader written before the relay does: store `1` to `parked`
+    /// and never pass a wake-up on.
+    old_consumers: usize,
+    /// Messages published.
+    count: u64,
+    /// Fruitless wake-up calls after which the producer throttles (for ever: the model's clock
+    /// never reaches the end); 0: never.
+    throttle_after: u32,
+    /// How long a throttle lasts, in readings of the model's clock (each publish while
+    /// throttled reads it once); `None`: for ever.
+    throttle_for: Option<u64>,
+    /// A thread that stores `1` to `parked` this many times without ever sleeping.
+    hostile_stores: usize,
+}
+
+impl Park {
+    const fn new(consumers: usize, count: u64) -> Self {
+        Park {
+            consumers,
+            old_consumers: 0,
+            count,
+            throttle_after: 0,
+            throttle_for: None,
+            hostile_stores: 0,
+        }
+    }
+}
+
 /// Consumers that block ([`WaitStrategy::Block`], parking on the futex as soon as the ring is
-/// empty) while the producer publishes `count` messages and wakes parked consumers after each
+/// empty) while the producer publishes `count` messages and runs publish step 9 after each
 /// (docs/LAYOUT.md, "Waiting and waking"). Loom's futex has no timeout, so a consumer that parks
-/// and is never woken leaves the model deadlocked, which loom reports as a failure.
-fn park_model(consumers: usize, count: u64) {
-    use crate::wait::{wait_for, WaitStrategy};
+/// and is never woken leaves the model deadlocked, which loom reports as a failure; only a wait
+/// the protocol bounds to a short timeout (a throttled producer) returns without a wake-up.
+fn park_model(cfg: Park) {
+    use crate::wait::{wait_for, WaitStrategy, WakeState};
     loom::model(move || {
         let heap = Arc::new(HeapRing::new(CAP));
-        let handles: Vec<_> = (0..consumers)
+        let count = cfg.count;
+        let mut handles: Vec<_> = (0..cfg.consumers)
             .map(|_| {
                 let heap = heap.clone();
                 thread::spawn(move || {
@@ -233,11 +268,47 @@ fn park_model(consumers: usize, count: u64) {
                 })
             })
             .collect();
+        handles.extend((0..cfg.old_consumers).map(|_| {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                let ring = heap.ring();
+                let mut st = ring.join(StartAt::Beginning).unwrap();
+                let mut buf = Vec::new();
+                for expected in 1..=count {
+                    // The reader protocol before the relay: steps 1-5 with `parked = 1`.
+                    let seq = loop {
+                        let v = heap.wake_seq.load(Ordering::Acquire);
+                        heap.parked.store(1, Ordering::Relaxed);
+                        loom::sync::atomic::fence(Ordering::SeqCst);
+                        match ring.read_to_vec(&mut st, &mut buf) {
+                            Ok(seq) => break seq,
+                            Err(RecvError::Empty) => {}
+                            Err(e) => panic!("{e:?}"),
+                        }
+                        crate::sync::futex_wait(&heap.wake_seq, v, None);
+                    };
+                    assert_eq!(seq, expected);
+                }
+            })
+        }));
+        handles.extend((0..cfg.hostile_stores.min(1)).map(|_| {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                for _ in 0..cfg.hostile_stores {
+                    heap.parked.store(1, Ordering::Relaxed);
+                    thread::yield_now();
+                }
+            })
+        }));
         let ring = heap.ring();
         let mut w = WriterState::new();
+        let period = cfg
+            .throttle_for
+            .map_or(std::time::Duration::MAX, std::time::Duration::from_nanos);
+        let mut wake = WakeState::new(cfg.throttle_after, period);
         for seq in 1..=count {
             ring.publish(&mut w, &payload(seq, 8));
-            heap.wake_words().wake_parked();
+            heap.wake_words().wake_parked_with(&mut wake);
         }
         for handle in handles {
             handle.join().unwrap();
@@ -248,11 +319,63 @@ fn park_model(consumers: usize, count: u64) {
 /// One consumer, two messages: it may park before either publish, between them, or not at all.
 #[test]
 fn loom_park_wake_one_consumer() {
-    park_model(1, 2);
+    park_model(Park::new(1, 2));
 }
 
-/// Two consumers parked on the same word, one wake for both.
+/// Two consumers parked on the same word: the producer wakes one, which wakes the other (the
+/// relay).
 #[test]
 fn loom_park_wake_two_consumers() {
-    park_model(2, 1);
+    park_model(Park::new(2, 1));
+}
+
+/// Three consumers, one message: the relay must reach the third whatever order the kernel's
+/// queue holds them in, and whichever of them were woken as spares.
+#[test]
+fn loom_park_wake_relay_three_consumers() {
+    park_model(Park::new(3, 1));
+}
+
+/// A relaying consumer beside one that parks the old way (stores `1`, never relays): the
+/// producer must then wake every waiter itself.
+#[test]
+fn loom_park_wake_old_reader_beside_a_relaying_one() {
+    park_model(Park {
+        old_consumers: 1,
+        ..Park::new(1, 1)
+    });
+}
+
+/// The producer throttles after its first fruitless wake-up call and stays throttled: a
+/// consumer parked at any point must still get both messages, by the announcement's wake-up or
+/// its bounded wait, never by sleeping unbounded while the producer makes no calls.
+#[test]
+fn loom_park_wake_throttled_producer() {
+    park_model(Park {
+        throttle_after: 1,
+        ..Park::new(1, 2)
+    });
+}
+
+/// The producer throttles after its first fruitless call and ends the throttle on the next
+/// publish: a consumer that parked during the throttle, saw it, or saw it end, is still woken or
+/// bounded (the end of a throttle is the same store, fence, load pair as step 9).
+#[test]
+fn loom_park_wake_throttle_ends() {
+    park_model(Park {
+        throttle_after: 1,
+        throttle_for: Some(1),
+        ..Park::new(1, 3)
+    });
+}
+
+/// A process that stores `parked` without sleeping, against a producer that throttles after
+/// one fruitless call: the consumer still gets every message.
+#[test]
+fn loom_park_wake_hostile_parked_writer() {
+    park_model(Park {
+        throttle_after: 1,
+        hostile_stores: 2,
+        ..Park::new(1, 2)
+    });
 }
