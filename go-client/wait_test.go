@@ -878,7 +878,7 @@ func TestParkSteps(t *testing.T) {
 	empty("A")
 	w.PublishPattern(10)
 	pause("A: arm", wt)
-	if !wt.armed || w.Parked() != 1 || w.Wakes() != 0 {
+	if !wt.armed || w.Parked() != parkedRelay || w.Wakes() != 0 {
 		t.Fatalf("A: armed %v, parked %d, wakes %d", wt.armed, w.Parked(), w.Wakes())
 	}
 	read("A: re-check", 1)
@@ -922,3 +922,102 @@ func TestParkSteps(t *testing.T) {
 }
 
 func withLiveEvery(d time.Duration) Option { return func(o *options) { o.liveEvery = d } }
+
+// TestRelayWakesEveryParkedReader: a producer that wakes only one waiter
+// (FUTEX_WAKE nr=1, as the Rust producer does when every parked reader
+// relays) still wakes every parked reader, because each woken reader passes
+// the wake-up on (docs/LAYOUT.md, "Waiting and waking", reader step 7). The
+// park slice is a minute, so a reader the relay missed would fail the test
+// instead of waking on its own.
+func TestRelayWakesEveryParkedReader(t *testing.T) {
+	if !futexSupported {
+		t.Skip("no futex")
+	}
+	const n = 12
+	w, path := fileSegment(t, 1<<16)
+	done := make(chan error, n)
+	var readers []*Reader
+	for i := 0; i < n; i++ {
+		r, err := OpenPath(path, WithStart(Next), longPark)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		readers = append(readers, r)
+		go func() {
+			buf := make([]byte, 64)
+			_, err := r.Read(context.Background(), buf)
+			done <- err
+		}()
+	}
+	// Every reader asleep in FUTEX_WAIT, where /proc can tell.
+	seq := (*uint32)(unsafe.Pointer(&w.Mem[segtest.OffWakeSeq]))
+	parked := (*uint32)(unsafe.Pointer(&w.Mem[segtest.OffParked]))
+	deadline := time.Now().Add(5 * time.Second)
+	for atomic.LoadUint32(parked) == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Microsecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := atomic.LoadUint32(parked); got != parkedRelay {
+		t.Fatalf("parked = %d, want %d (relaying readers)", got, parkedRelay)
+	}
+	// Publish as a producer that wakes one waiter: clear parked first so
+	// the test writer's own step 9 (a wake-all) does nothing.
+	atomic.StoreUint32(parked, 0)
+	w.PublishPattern(10)
+	atomic.AddUint32(seq, 1)
+	woken := futexWakeN(seq, 1)
+	t.Logf("the producer's FUTEX_WAKE(1) woke %d", woken)
+	timeout := time.After(20 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d parked readers were not woken (the relay stopped)", n-i, n)
+		}
+	}
+}
+
+// TestThrottledProducerBoundsTheWait: while wake_throttle is set, a parked
+// read waits at most ThrottledWait at a time, so it notices a message the
+// producer published without any wake-up call.
+func TestThrottledProducerBoundsTheWait(t *testing.T) {
+	if !futexSupported {
+		t.Skip("no futex")
+	}
+	w, path := fileSegment(t, 1<<16)
+	throttle := (*uint32)(unsafe.Pointer(&w.Mem[offWakeThrottle]))
+	parked := (*uint32)(unsafe.Pointer(&w.Mem[segtest.OffParked]))
+	atomic.StoreUint32(throttle, 1)
+	r, err := OpenPath(path, WithStart(Next), longPark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64)
+		_, err := r.Read(context.Background(), buf)
+		done <- err
+	}()
+	for atomic.LoadUint32(parked) == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	// A throttled producer publishes without looking at parked.
+	atomic.StoreUint32(parked, 0)
+	w.PublishPattern(10)
+	start := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("seen %v after the publish (bound %v + slack)", time.Since(start), ThrottledWait)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a parked read slept through a throttled producer's publish")
+	}
+}

@@ -25,6 +25,7 @@ mod floor;
 mod idle;
 mod payload;
 mod peer;
+mod publish_cost;
 mod report;
 mod shm;
 mod sys;
@@ -126,10 +127,16 @@ enum Part {
     Wake,
     /// CPU used by an idle subscriber with each wait strategy.
     Idle,
+    /// Cost of one publish with 0, 10 and 100 subscribers parked, and the publish rate with a
+    /// process storing `parked` in a loop.
+    PublishCost,
 }
 
 /// Messages per call of the batched lossless throughput row (`Subscriber::try_recv_batch`).
 const THROUGHPUT_BATCH: u16 = 64;
+
+/// Parked subscribers in the publish-cost part.
+const PARKED_COUNTS: [usize; 3] = [0, 10, 100];
 
 /// The pauses before each message of the wake-up latency part: long enough for a reader to
 /// have gone to sleep (a `block` subscriber parks within microseconds; a VM's idle vCPU halts
@@ -160,6 +167,11 @@ struct Plan {
     wake_samples: usize,
     /// How long each idle subscriber waits.
     idle_interval: Duration,
+    /// Timed publishes per parked-subscriber count.
+    cost_samples: usize,
+    /// Rounds (each configuration) and messages per round of the hostile-writer rate.
+    hostile_rounds: usize,
+    hostile_messages: u64,
 }
 
 impl Plan {
@@ -194,6 +206,9 @@ impl Plan {
             throughput_rounds: pick(3, 1) as usize,
             wake_samples: pick(2_000, 200) as usize,
             idle_interval: Duration::from_millis(pick(1_000, 250)),
+            cost_samples: pick(1_000, 200) as usize,
+            hostile_rounds: pick(5, 3) as usize,
+            hostile_messages: pick(20_000_000, 5_000_000),
         }
     }
 
@@ -398,6 +413,21 @@ fn measure(args: &BenchArgs) -> Result<()> {
         for wait in idle::STRATEGIES {
             let row: IdleRow = idle::measure(&ctx, wait, plan.idle_interval)?;
             rows.push(out.emit(Row::Idle(row))?);
+        }
+    }
+    if wants(Part::PublishCost) {
+        for parked in PARKED_COUNTS {
+            let row = publish_cost::measure(&ctx, parked, plan.cost_samples)?;
+            rows.push(out.emit(Row::PublishCost(row))?);
+        }
+        let runs = interleaved_rounds(&[false, true], plan.hostile_rounds, |hostile| {
+            publish_cost::hostile_round(&ctx, plan.hostile_messages, hostile)
+        })?;
+        let mut quiet = None;
+        for mut row in runs.into_iter().filter_map(median_round) {
+            let base = *quiet.get_or_insert(row.msgs_per_s);
+            row.vs_quiet = Some(row.msgs_per_s / base);
+            rows.push(out.emit(Row::Hostile(row))?);
         }
     }
     out.finish(&rows)

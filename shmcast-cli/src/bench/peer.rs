@@ -20,7 +20,7 @@ use shmcast::WaitStrategy;
 
 use super::sys::{self, Ctx, Spinner};
 use super::transports::Transport;
-use super::{idle, shm, transports, Result};
+use super::{idle, publish_cost, shm, transports, Result};
 
 /// What a peer does.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,6 +34,9 @@ pub enum Role {
     /// Waits in `recv` on an shm segment where nothing is published, and reports the CPU time
     /// it used.
     ShmIdle,
+    /// `--readers` threads, each a blocking subscriber that must receive `--count` messages
+    /// (the parked subscribers of the publish-cost part).
+    ShmParked,
     /// Reads each framed ping on a socket or pipe and writes the same-size reply.
     Pong,
     /// Reads framed messages on a socket or pipe, checksumming every payload.
@@ -94,6 +97,9 @@ pub struct PeerArgs {
     /// Timestamp readers: also print every sample (`"latencies_ns"`).
     #[arg(long)]
     pub raw: bool,
+    /// Subscriber threads (shm-parked).
+    #[arg(long, default_value_t = 1)]
+    pub readers: usize,
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
@@ -141,6 +147,7 @@ pub fn run(args: PeerArgs) -> Result<()> {
         Role::ShmConsume => shm::peer_consume(&args),
         Role::ShmTimestamp => shm::peer_timestamp(&args),
         Role::ShmIdle => idle::peer(&args),
+        Role::ShmParked => publish_cost::peer(&args),
         Role::Pong => transports::peer_pong(&args),
         Role::Consume => transports::peer_consume(&args),
         Role::Timestamp => transports::peer_timestamp(&args),

@@ -259,6 +259,46 @@ pub struct IdleRow {
     pub can_park: bool,
 }
 
+/// What one publish cost the producer with `parked` subscribers asleep.
+pub struct PublishCostRow {
+    pub parked: usize,
+    pub size: usize,
+    pub summary: Summary,
+    /// Messages the parked subscribers received in order, of `expected` (parked × samples).
+    pub received: u64,
+    pub expected: u64,
+    pub lagged: u64,
+    /// `FUTEX_WAKE` calls of the producer.
+    pub wakeups: u64,
+    /// Publishes made without /proc confirming that every subscriber slept.
+    pub unverified_sleep: u64,
+}
+
+/// The producer's rate with or without a thread storing `parked` without sleeping.
+pub struct HostileRow {
+    pub hostile: bool,
+    pub size: usize,
+    pub sent: u64,
+    pub msgs_per_s: f64,
+    pub wakeups: u64,
+    pub throttles: u64,
+    pub hostile_stores: u64,
+    pub rounds: usize,
+    pub min_msgs_per_s: f64,
+    pub max_msgs_per_s: f64,
+    /// The rate as a fraction of the rate without the writer (median rounds).
+    pub vs_quiet: Option<f64>,
+}
+
+impl Rounds for HostileRow {
+    fn msgs_per_s(&self) -> f64 {
+        self.msgs_per_s
+    }
+    fn set_rounds(&mut self, rounds: usize, min: f64, max: f64) {
+        (self.rounds, self.min_msgs_per_s, self.max_msgs_per_s) = (rounds, min, max);
+    }
+}
+
 /// Any result.
 pub enum Row {
     Latency(LatencyRow),
@@ -266,6 +306,8 @@ pub enum Row {
     Publish(PublishRow),
     Wake(WakeRow),
     Idle(IdleRow),
+    PublishCost(PublishCostRow),
+    Hostile(HostileRow),
 }
 
 /// Prints results as they come (`--json`) or as tables at the end.
@@ -526,6 +568,44 @@ impl Reporter {
                 fields.push(("context_switches", json!(r.context_switches)));
                 fields.push(("can_park", json!(r.can_park)));
             }
+            Row::PublishCost(r) => {
+                fields.push(("transport", json!("shm")));
+                fields.push(("metric", json!("publish_cost")));
+                fields.push(("parked", json!(r.parked)));
+                fields.push(("size", json!(r.size)));
+                let s = &r.summary;
+                fields.push(("p50_ns", ns(s.p50)));
+                fields.push(("p99_ns", ns(s.p99)));
+                fields.push(("p999_ns", ns(s.p999)));
+                fields.push(("max_ns", ns(s.max)));
+                fields.push(("samples", json!(s.samples)));
+                fields.push(("received", json!(r.received)));
+                fields.push(("expected", json!(r.expected)));
+                fields.push(("lagged", json!(r.lagged)));
+                fields.push(("all_received", json!(r.received == r.expected)));
+                fields.push(("wakeups", json!(r.wakeups)));
+                fields.push(("unverified_sleep", json!(r.unverified_sleep)));
+                fields.push(("readers", json!("threads of one process")));
+            }
+            Row::Hostile(r) => {
+                fields.push(("transport", json!("shm")));
+                fields.push(("metric", json!("throughput")));
+                fields.push(("side", json!("producer")));
+                fields.push(("size", json!(r.size)));
+                fields.push(("consumers", json!(0)));
+                fields.push(("hostile_parked_writer", json!(r.hostile)));
+                fields.push(("msgs_per_s", rate(r.msgs_per_s)));
+                if let Some(v) = r.vs_quiet {
+                    fields.push(("ratio_to_quiet", json!(round3(v))));
+                }
+                fields.push(("rounds", json!(r.rounds)));
+                fields.push(("msgs_per_s_min", rate(r.min_msgs_per_s)));
+                fields.push(("msgs_per_s_max", rate(r.max_msgs_per_s)));
+                fields.push(("sent", json!(r.sent)));
+                fields.push(("wakeups", json!(r.wakeups)));
+                fields.push(("wake_throttles", json!(r.throttles)));
+                fields.push(("hostile_stores", json!(r.hostile_stores)));
+            }
         }
         if let Some(steal) = steal_ms {
             fields.push(("steal_ms", json!(steal)));
@@ -552,6 +632,7 @@ impl Reporter {
         self.publish_table(&mut out, rows)?;
         self.wake_table(&mut out, rows)?;
         self.idle_table(&mut out, rows)?;
+        self.publish_cost_table(&mut out, rows)?;
         if let (Some(start), Some(end)) = (self.steal_start, sys::steal_ms(&self.cpus)) {
             writeln!(
                 out,
@@ -892,6 +973,65 @@ impl Reporter {
         Ok(())
     }
 
+    fn publish_cost_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
+        let costs: Vec<&PublishCostRow> = rows_of!(rows, Row::PublishCost);
+        if let Some(first) = costs.first() {
+            writeln!(
+                out,
+                "Cost of one publish call ({} B) with N subscribers asleep in recv (threads of \
+                 one peer process, all asleep before each publish)",
+                first.size
+            )?;
+            writeln!(
+                out,
+                "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>22} {:>8}",
+                "parked", "p50", "p99", "p99.9", "max", "samples", "received/expected", "wakeups"
+            )?;
+            for c in &costs {
+                let s = &c.summary;
+                writeln!(
+                    out,
+                    "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>22} {:>8}",
+                    c.parked,
+                    fmt_ns(s.p50),
+                    fmt_ns(s.p99),
+                    fmt_ns(s.p999),
+                    fmt_ns(s.max),
+                    s.samples,
+                    format!("{}/{}", c.received, c.expected),
+                    c.wakeups,
+                )?;
+            }
+            writeln!(out)?;
+        }
+        let hostile: Vec<&HostileRow> = rows_of!(rows, Row::Hostile);
+        if let Some(first) = hostile.first() {
+            writeln!(
+                out,
+                "Publish rate ({} B, no subscriber) with and without a thread storing `parked` \
+                 in a loop (alternating rounds, median)",
+                first.size
+            )?;
+            for h in &hostile {
+                writeln!(
+                    out,
+                    "  {:<22} {:>12} msg/s  (x{:.2})  wake calls {:>8}  throttles {:>6}",
+                    if h.hostile {
+                        "hostile parked writer"
+                    } else {
+                        "quiet"
+                    },
+                    fmt_rate(h.msgs_per_s),
+                    h.vs_quiet.unwrap_or(1.0),
+                    h.wakeups,
+                    h.throttles,
+                )?;
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    }
+
     fn idle_table(&self, out: &mut impl Write, rows: &[Row]) -> Result<()> {
         let all: Vec<&IdleRow> = rows_of!(rows, Row::Idle);
         let Some(first) = all.first() else {
@@ -977,6 +1117,8 @@ fn progress_label(row: &Row) -> String {
         Row::Idle(i) => format!("measured idle CPU, {}", i.wait),
         Row::Latency(l) => format!("measured {} {} B latency", l.transport, l.size),
         Row::Throughput(t) => format!("measured {} {} B throughput", t.transport, t.size),
+        Row::PublishCost(c) => format!("measured the publish cost, {} parked", c.parked),
+        Row::Hostile(h) => format!("measured the publish rate, hostile writer {}", h.hostile),
         Row::Publish(p) => format!(
             "measured the publish rate, {} B, {} consumers",
             p.size, p.consumers
