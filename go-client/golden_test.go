@@ -1,15 +1,18 @@
 package shmcast_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	shmcast "github.com/shmcast/shmcast/go-client"
 	"github.com/shmcast/shmcast/go-client/internal/segtest"
@@ -217,4 +220,105 @@ func TestHostileCorpusFromRust(t *testing.T) {
 	if !errors.Is(err, shmcast.ErrCorrupt) {
 		t.Errorf("head at 2^64-8: %v, want ErrCorrupt", err)
 	}
+}
+
+// TestHostileCorpusReads reads every file of ../testdata/hostile from every
+// start and compares what this reader delivers, and how its stream ends,
+// with reads.json, which the Rust reader wrote (tests/hostile.rs,
+// hostile_corpus_reads_as_recorded): the same messages, losses and end, byte
+// for byte. The files have no producer, so a blocking read ends each stream
+// once nothing is left (after one LivenessInterval): the files are read in
+// parallel.
+func TestHostileCorpusReads(t *testing.T) {
+	data, err := os.ReadFile("../testdata/hostile/reads.json")
+	if err != nil {
+		t.Fatalf("recorded reads: %v (the Rust crate writes them: SHMCAST_REGEN_HOSTILE=1 cargo test --test hostile)", err)
+	}
+	var want map[string]map[string][]string
+	if err := json.Unmarshal(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob("../testdata/hostile/*.seg")
+	if err != nil || len(files) != len(want) {
+		t.Fatalf("%d corpus files, %d recorded (%v)", len(files), len(want), err)
+	}
+	for _, file := range files {
+		name := filepath.Base(file)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// A copy: a reader with write access may store into the
+			// subscriber area.
+			bytes, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copyPath := filepath.Join(t.TempDir(), name)
+			if err := os.WriteFile(copyPath, bytes, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, start := range []shmcast.Start{shmcast.Beginning, shmcast.Oldest, shmcast.Newest, shmcast.Next} {
+				got := hostileTranscript(t, copyPath, start)
+				if w := want[name][start.String()]; strings.Join(got, "\n") != strings.Join(w, "\n") {
+					t.Errorf("from %v:\n got %q\nwant %q", start, got, w)
+				}
+			}
+		})
+	}
+}
+
+// hostileTranscript is tests/hostile.rs's transcript: one line per message
+// ("msg SEQ LEN FNV1A64"), per loss ("lagged N"), and how the stream ended
+// ("end producer_gone", "end corrupt", or "open KIND" when opening failed).
+func hostileTranscript(t *testing.T, path string, start shmcast.Start) []string {
+	r, err := shmcast.OpenPath(path, shmcast.WithStart(start))
+	if err != nil {
+		return []string{"open " + hostileOpenKind(t, err)}
+	}
+	defer r.Close()
+	var lines []string
+	buf := make([]byte, 0, 64)
+	for range 100_000 {
+		m, err := r.TryRead(buf[:cap(buf)])
+		if err == shmcast.ErrNoMessage {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			m, err = r.Read(ctx, buf[:cap(buf)])
+			cancel()
+		}
+		var short *shmcast.ShortBufferError
+		var lag *shmcast.LaggedError
+		switch {
+		case err == nil:
+			h := fnv.New64a()
+			h.Write(m.Data)
+			lines = append(lines, fmt.Sprintf("msg %d %d %016x", m.Seq, len(m.Data), h.Sum64()))
+		case errors.As(err, &short):
+			buf = make([]byte, 0, short.Need)
+		case errors.As(err, &lag):
+			lines = append(lines, fmt.Sprintf("lagged %d", lag.Missed))
+		case errors.Is(err, shmcast.ErrProducerGone):
+			return append(lines, "end producer_gone")
+		case errors.Is(err, shmcast.ErrCorrupt):
+			return append(lines, "end corrupt")
+		default:
+			t.Fatalf("unexpected end of a read: %v", err)
+		}
+	}
+	return append(lines, "end did_not_end")
+}
+
+// hostileOpenKind names an error from opening a corpus file as the
+// transcripts do: the header kinds of the golden manifest, and join_corrupt
+// when the index words are inconsistent (Rust: Error::InvalidHeader with the
+// ring's reason).
+func hostileOpenKind(t *testing.T, err error) string {
+	if errors.Is(err, shmcast.ErrCorrupt) {
+		return "join_corrupt"
+	}
+	for kind, sentinel := range goldenKinds {
+		if errors.Is(err, sentinel) {
+			return kind
+		}
+	}
+	t.Fatalf("unexpected error opening a corpus file: %v", err)
+	return ""
 }

@@ -216,7 +216,7 @@ func (r *Reader) skipTo(start Start, floor uint64) (uint64, error) {
 			break
 		}
 		if err == nil {
-			err = r.valid()
+			err = r.valid(n)
 			if err == nil {
 				r.pos += recordHead + align8(n)
 				r.seq++

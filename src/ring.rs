@@ -585,10 +585,11 @@ impl<'a> Ring<'a> {
         let mut local = *st;
         let mut at = 0;
         let mut skipped_padding = false;
+        let mut copied_end = first;
         while out.len() < max {
             let commit = self.at(local.pos).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
-            if commit == local.seq {
+            if commit == local.seq && commit < PAD {
                 let len = self.at(local.pos + 8).load(Ordering::Relaxed) & LEN_MASK;
                 let span = record_span(len);
                 if len > self.max_payload()
@@ -602,6 +603,7 @@ impl<'a> Ring<'a> {
                 at += len as usize;
                 local.pos += span;
                 local.seq += 1;
+                copied_end = local.pos;
                 skipped_padding = false;
             } else if commit == local.seq | PAD && !skipped_padding && local.pos & self.mask != 0 {
                 local.pos += self.capacity() - (local.pos & self.mask);
@@ -610,7 +612,10 @@ impl<'a> Ring<'a> {
                 break;
             }
         }
-        if !out.is_empty() && !self.lapped(self.intent_after_fence(), first) {
+        // As in `check_intact`: `intent` must cover the last copied record (and the word
+        // after it) and not have lapped the first.
+        let intent = self.intent_after_fence();
+        if !out.is_empty() && copied_end + 8 <= intent && !self.lapped(intent, first) {
             *st = local;
             return Ok(out.len());
         }
@@ -655,34 +660,60 @@ impl<'a> Ring<'a> {
     }
 
     /// Where a new reader starts (`docs/LAYOUT.md`, "Joining").
+    ///
+    /// The index words are loaded `intent` first, then `head`, then `latest`, each after the
+    /// previous one with acquire ordering, and checked against each other: in a valid segment
+    /// `head ≤ latest`, neither is more than a ring behind the first `intent`, and both are
+    /// below the `intent` loaded after them. So a retry (a record overrun while it was looked
+    /// at) happens only when `intent` moved between the two loads: the producer is writing.
     pub(crate) fn join(&self, start: StartAt) -> Result<ReaderState, RecvError> {
         let beginning = ReaderState { pos: 0, seq: 1 };
         if start == StartAt::Beginning {
             return Ok(beginning);
         }
         for _ in 0..MAX_ATTEMPTS {
+            let first_intent = self.field(offset::INTENT).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            let head = self.field(offset::HEAD).load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
             let latest = self.field(offset::LATEST).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             if latest == NO_LATEST {
                 return Ok(beginning);
             }
+            check_position(
+                first_intent,
+                "`intent` is not a multiple of 8 or is beyond 2^63",
+            )?;
+            check_position(head, "`head` is not a multiple of 8 or is beyond 2^63")?;
+            check_position(latest, "`latest` is not a multiple of 8 or is beyond 2^63")?;
+            if head > latest {
+                return Err(RecvError::corrupt("`head` is after `latest`"));
+            }
+            if self.lapped(first_intent, head) {
+                return Err(RecvError::corrupt(
+                    "`head` is more than a ring behind `intent`",
+                ));
+            }
             let pos = if start == StartAt::Oldest {
-                let head = self.field(offset::HEAD).load(Ordering::Relaxed);
-                fence(Ordering::Acquire);
                 head
             } else {
                 latest
             };
-            if pos % 8 != 0 || pos >= layout::MAX_POSITION {
-                return Err(RecvError::corrupt(
-                    "a header position is not a multiple of 8 or is beyond 2^63",
-                ));
-            }
             let commit = self.at(pos).load(Ordering::Relaxed);
             let len = self.at(pos.wrapping_add(8)).load(Ordering::Relaxed) & LEN_MASK;
-            if self.lapped(self.intent_after_fence(), pos) {
+            let intent = self.intent_after_fence();
+            if self.lapped(intent, pos) {
                 spin_hint();
                 continue;
+            }
+            // A committed record at `latest` (and so at `head`, before it) was announced
+            // before it was indexed: `intent` covers its commit word, its length word and the
+            // cleared word after it.
+            if latest.saturating_add(layout::RECORD_HEADER + 8) > intent {
+                return Err(RecvError::corrupt(
+                    "`latest` is not below `intent`: the index words disagree",
+                ));
             }
             let seq = commit & !PAD;
             if seq == 0 {
@@ -722,7 +753,9 @@ impl<'a> Ring<'a> {
         for _ in 0..MAX_ATTEMPTS {
             let commit = self.at(st.pos).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
-            if commit == st.seq {
+            // `seq < 2^63` keeps a reader that has delivered message 2^63 - 1 from taking a
+            // padding record of sequence number 0 for message 2^63.
+            if commit == st.seq && commit < PAD {
                 let len = self.at(st.pos + 8).load(Ordering::Relaxed) & LEN_MASK;
                 if len > self.max_payload()
                     || (st.pos & self.mask) + record_span(len) > self.capacity()
@@ -742,13 +775,50 @@ impl<'a> Ring<'a> {
                 self.lagged(st)?;
                 continue;
             }
-            if commit != st.seq | PAD {
+            if commit == 0 && !skipped_padding && st.seq < PAD {
                 self.touch_next_line(st.pos);
                 return Err(RecvError::Empty);
             }
-            self.skip_padding(st, &mut skipped_padding)?;
+            self.unexpected_commit(st, commit, &mut skipped_padding)?;
         }
         Err(RecvError::overrun())
+    }
+
+    /// Step 2 and 4 of the read algorithm for a commit word, not overwritten, that is neither
+    /// the expected message nor an empty word where one may be: the padding record of the
+    /// expected message (the reader moves past it), else a corrupt segment.
+    ///
+    /// Why anything else is corruption: a reader only ever stands where the producer has
+    /// cleared the commit word (the word after the record it read, or the first record of a
+    /// lap it joined or recovered to), and until the producer overwrites it in a later lap,
+    /// which `intent` shows, that word holds `0`, the expected sequence number or its padding
+    /// form. Right after a padding record it is the message itself (the producer commits the
+    /// message before the padding), so `0` there is corrupt too. Treating an impossible word
+    /// as "nothing yet" would end the reader's stream there without a word of warning.
+    #[cold]
+    #[inline(never)]
+    fn unexpected_commit(
+        &self,
+        st: &mut ReaderState,
+        commit: u64,
+        skipped_padding: &mut bool,
+    ) -> Result<(), RecvError> {
+        if st.seq >= PAD {
+            return Err(RecvError::corrupt(
+                "sequence numbers reached 2^63, which no producer can publish",
+            ));
+        }
+        if commit == 0 {
+            return Err(RecvError::corrupt(
+                "no message after the padding record that announced it",
+            ));
+        }
+        if commit == st.seq | PAD {
+            return self.skip_padding(st, skipped_padding);
+        }
+        Err(RecvError::corrupt(
+            "a commit word holds neither the expected sequence number, nor its padding, nor 0",
+        ))
     }
 
     /// Loads (and ignores) a word of the cache line after the one holding the commit word at
@@ -851,16 +921,33 @@ impl<'a> Ring<'a> {
         st: &mut ReaderState,
         c: &Candidate,
     ) -> Result<(), RecvError> {
-        if self.lapped(self.intent_after_fence(), c.pos) {
-            return self.lapped_candidate(st);
+        // One range check: `intent` is at least the end of the record's announcement (its
+        // span plus the cleared word after it) and at most a ring past its start. Above, the
+        // record was overwritten; below, `intent` cannot be the producer's (it announces every
+        // record before committing it), so it could not prove anything about the copy.
+        let announced = record_span(c.len) + 8;
+        let intent = self.intent_after_fence();
+        if intent.wrapping_sub(c.pos.wrapping_add(announced)) > self.capacity() - announced {
+            return self.candidate_not_covered(st, c.pos, intent);
         }
         Ok(())
     }
 
-    /// The candidate was overwritten while it was read.
+    /// `intent` does not lie in the candidate's range: the candidate was overwritten while it
+    /// was read (a lap), or `intent` is behind it (corrupt).
     #[cold]
     #[inline(never)]
-    fn lapped_candidate(&self, st: &mut ReaderState) -> Result<(), RecvError> {
+    fn candidate_not_covered(
+        &self,
+        st: &mut ReaderState,
+        pos: u64,
+        intent: u64,
+    ) -> Result<(), RecvError> {
+        if !self.lapped(intent, pos) {
+            return Err(RecvError::corrupt(
+                "`intent` is behind a committed record, so torn reads could not be detected",
+            ));
+        }
         // A candidate is a message record, so a lap over it always loses that message.
         self.lagged(st)?;
         Err(RecvError::corrupt(
@@ -873,20 +960,31 @@ impl<'a> Ring<'a> {
     /// still retained.
     fn recover(&self, st: &mut ReaderState) -> Result<u64, RecvError> {
         for _ in 0..MAX_ATTEMPTS {
-            let intent = self.field(offset::INTENT).load(Ordering::Relaxed);
+            let first_intent = self.field(offset::INTENT).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             let head = self.field(offset::HEAD).load(Ordering::Relaxed);
-            if head % 8 != 0
-                || head >= layout::MAX_POSITION
-                || head.saturating_add(self.capacity()) < intent
-            {
-                return Err(RecvError::corrupt("`head` is inconsistent with `intent`"));
-            }
             fence(Ordering::Acquire);
+            check_position(
+                first_intent,
+                "`intent` is not a multiple of 8 or is beyond 2^63",
+            )?;
+            check_position(head, "`head` is not a multiple of 8 or is beyond 2^63")?;
+            if self.lapped(first_intent, head) {
+                return Err(RecvError::corrupt(
+                    "`head` is more than a ring behind `intent`",
+                ));
+            }
             let commit = self.at(head).load(Ordering::Relaxed);
-            if self.lapped(self.intent_after_fence(), head) {
+            let intent = self.intent_after_fence();
+            if self.lapped(intent, head) {
+                // `intent` moved since the first load: the producer is overrunning us.
                 spin_hint();
                 continue;
+            }
+            if head.saturating_add(layout::RECORD_HEADER + 8) > intent {
+                return Err(RecvError::corrupt(
+                    "`head` is not below `intent`: the index words disagree",
+                ));
             }
             let seq = commit & !PAD;
             if seq < st.seq || (seq == st.seq && head <= st.pos) {
@@ -894,11 +992,83 @@ impl<'a> Ring<'a> {
                     "the oldest retained record is not newer than the reader",
                 ));
             }
+            // The missed messages lie between the reader and `head`, 16 bytes each at least,
+            // so a garbage commit word at `head` cannot make up an arbitrary count.
             let missed = seq - st.seq;
+            if missed > head.saturating_sub(st.pos) / layout::RECORD_HEADER {
+                return Err(RecvError::corrupt(
+                    "the oldest retained sequence number is more than the ring could have held",
+                ));
+            }
             *st = ReaderState { pos: head, seq };
             return Ok(missed);
         }
         Err(RecvError::overrun())
+    }
+
+    /// *End of stream* (`docs/LAYOUT.md`): whether a reader that found nothing more to read
+    /// after its producer died stands where the producer's last record ends. The segment no
+    /// longer changes, so `latest` says what was published: the reader must have reached the
+    /// record after it, or (the one record a producer killed between its commit and its
+    /// `latest` store leaves) the record after that one. Anything else means the reader's
+    /// stream stopped early or went past what was published: the segment is corrupt, and
+    /// saying so is what keeps "received + missed = published" from failing silently.
+    pub(crate) fn check_end(&self, st: &ReaderState) -> Result<(), RecvError> {
+        let latest = self.field(offset::LATEST).load(Ordering::Relaxed);
+        let intent = self.field(offset::INTENT).load(Ordering::Relaxed);
+        if latest == NO_LATEST {
+            return if st.seq == 1 {
+                Ok(())
+            } else {
+                Err(RecvError::corrupt(
+                    "the producer is gone and `latest` says it published nothing, but messages were read",
+                ))
+            };
+        }
+        check_position(latest, "`latest` is not a multiple of 8 or is beyond 2^63")?;
+        let last_seq = self.at(latest).load(Ordering::Relaxed);
+        let Some(next) = self.end_of_message(latest, last_seq, intent) else {
+            return Err(RecvError::corrupt(
+                "the producer is gone and `latest` does not point at a complete message",
+            ));
+        };
+        if st.seq == last_seq.wrapping_add(1) && st.pos == next {
+            return Ok(());
+        }
+        if st.seq == last_seq.wrapping_add(2) {
+            let mut at = next;
+            if self.at(at).load(Ordering::Relaxed) == (st.seq - 1) | PAD && at & self.mask != 0 {
+                at = (at | self.mask) + 1;
+            }
+            let unindexed = self.at(at).load(Ordering::Relaxed);
+            if unindexed == st.seq - 1 && self.end_of_message(at, unindexed, intent) == Some(st.pos)
+            {
+                return Ok(());
+            }
+        }
+        if st.seq <= last_seq {
+            return Err(RecvError::corrupt(
+                "the producer is gone, but the reader cannot reach the messages it published last",
+            ));
+        }
+        Err(RecvError::corrupt(
+            "the producer is gone, and the reader received records past the last one it published",
+        ))
+    }
+
+    /// Where the message record at `pos`, with commit word `seq`, ends, if it is a complete
+    /// message the producer announced: a sequence number, a length that fits, and `intent`
+    /// covering it and the word after it without having lapped it.
+    fn end_of_message(&self, pos: u64, seq: u64, intent: u64) -> Option<u64> {
+        if seq == 0 || seq >= PAD {
+            return None;
+        }
+        let len = self.at(pos.wrapping_add(8)).load(Ordering::Relaxed) & LEN_MASK;
+        if len > self.max_payload() || (pos & self.mask) + record_span(len) > self.capacity() {
+            return None;
+        }
+        let end = pos + record_span(len);
+        (end + 8 <= intent && !self.lapped(intent, pos)).then_some(end)
     }
 
     // ---------------------------------------------------------------- inspection
@@ -959,6 +1129,15 @@ pub(crate) struct IndexSnapshot {
     pub latest: Option<u64>,
     pub oldest_seq: Option<u64>,
     pub next_seq: u64,
+}
+
+/// A position loaded from the header must be a multiple of 8 below 2^63 (`docs/LAYOUT.md`,
+/// "Conventions"); `problem` says which word was not.
+fn check_position(value: u64, problem: &'static str) -> Result<(), RecvError> {
+    if value % 8 != 0 || value >= layout::MAX_POSITION {
+        return Err(RecvError::corrupt(problem));
+    }
+    Ok(())
 }
 
 /// Copies the first `dst.len()` bytes held by `words` into `dst` (`dst.len() <= 8 * words.len()`).
@@ -1114,6 +1293,9 @@ impl HeapRing {
 
 #[cfg(all(test, not(loom)))]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod corruption_tests;
 
 #[cfg(all(test, loom))]
 mod loom_models;

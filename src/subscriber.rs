@@ -538,7 +538,7 @@ impl Subscriber {
             &mut self.state,
             &mut self.lossless,
         );
-        wait::wait_for(
+        let result = wait::wait_for(
             self.wait,
             || mapping.wake_words(),
             deadline,
@@ -549,7 +549,14 @@ impl Subscriber {
                 Some(l) => registered_read(l, mapping, state, &mut attempt),
             },
             || segment_problem(mapping, location),
-        )
+        );
+        match result {
+            // Nothing was left to read once the producer was known to be gone: check that the
+            // stream ended where the producer's last record does (`docs/LAYOUT.md`, "End of
+            // stream").
+            Err(RecvError::ProducerGone { .. }) => ring.check_end(state).and(result),
+            other => other,
+        }
     }
 
     /// How the blocking calls wait for a message. See [`WaitStrategy`].

@@ -1116,7 +1116,155 @@ fn hand_made() -> Vec<(&'static str, Vec<u8>)> {
         // Both made debug builds panic with an overflow before positions were capped at 2^63.
         ("head_at_u64_max", far_head),
         ("padding_in_last_lap", far_padding),
+        // Words no producer writes, each of which once ended a reader's stream silently or
+        // made up a loss (issue 18): `docs/LAYOUT.md` now calls each one corrupt.
+        ("commit_word_other_seq", edit(&[(ring(recs[35]), 36 + 7)])),
+        ("padding_fake_mid_ring", edit(&[(ring(recs[35]), 36 | PAD)])),
+        ("length_lands_mid_payload", edit(&[(ring(recs[35] + 8), 8)])),
+        (
+            "length_lands_on_zero_word",
+            edit(&[(ring(recs[35] + 8), 8), (ring(recs[35] + 24), 0)]),
+        ),
+        (
+            "stray_word_after_last",
+            edit(&[(ring(latest + layout::record_span(lens[39])), 12345)]),
+        ),
+        ("head_laps_ahead", edit(&[(offset::HEAD, head + 10 * cap)])),
+        (
+            "head_after_latest",
+            edit(&[(offset::HEAD, latest + layout::record_span(lens[39]))]),
+        ),
+        ("intent_zero", edit(&[(offset::INTENT, 0)])),
+        ("head_garbage_seq", edit(&[(ring(head), 1 << 40)])),
+        // A producer killed between committing message 41 and indexing it: the one record
+        // past `latest` a reader may deliver and still end cleanly.
+        (
+            "killed_before_indexing",
+            edit(&[
+                (ring(latest + layout::record_span(lens[39])), 41),
+                (ring(latest + layout::record_span(lens[39]) + 8), 0),
+                (ring(latest + layout::record_span(lens[39]) + 16), 0),
+            ]),
+        ),
     ]
+}
+
+/// What a reader of `path` from `start` delivers and how its stream ends, one line each, in
+/// the form of `testdata/hostile/reads.json` (its README.md). The file has no producer, so a
+/// blocking read ends the stream once nothing is left: with `producer_gone`, or `corrupt`.
+fn transcript(path: &Path, start: StartAt) -> Vec<String> {
+    let mut subscriber = match Subscriber::open_path(path, start) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("open {}", error_kind(&e))],
+    };
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..100_000 {
+        let result = match subscriber.try_recv(&mut buf) {
+            Err(RecvError::Empty) => subscriber.recv_timeout(&mut buf, Duration::from_secs(20)),
+            other => other,
+        };
+        match result {
+            Ok(seq) => lines.push(format!("msg {seq} {} {:016x}", buf.len(), fnv1a(&buf))),
+            Err(RecvError::Lagged { missed }) => lines.push(format!("lagged {missed}")),
+            Err(e) => {
+                lines.push(format!("end {}", recv_kind(&e)));
+                return lines;
+            }
+        }
+    }
+    lines.push("end did_not_end".into());
+    lines
+}
+
+fn recv_kind(e: &RecvError) -> &'static str {
+    match e {
+        RecvError::ProducerGone { .. } => "producer_gone",
+        RecvError::Corrupt(_) => "corrupt",
+        RecvError::Timeout => "timeout",
+        other => panic!("unexpected end of a read: {other:?}"),
+    }
+}
+
+fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Truncated { .. } => "truncated",
+        Error::NotInitialized { .. } => "not_initialized",
+        Error::BadMagic { .. } => "bad_magic",
+        Error::UnsupportedVersion { .. } => "unsupported_version",
+        Error::UnsupportedFlags { .. } => "unsupported_flags",
+        // Joining found the index words inconsistent: Rust reports the header invalid, with
+        // the ring's reason; Go returns its *CorruptError. The transcripts name it one way.
+        Error::InvalidHeader { reason, .. } if reason.starts_with("corrupt segment:") => {
+            "join_corrupt"
+        }
+        Error::InvalidHeader { .. } => "invalid_header",
+        Error::SizeMismatch { .. } => "size_mismatch",
+        Error::Recv(e) => recv_kind(e),
+        other => panic!("unexpected error opening a corpus file: {other}"),
+    }
+}
+
+/// FNV-1a, 64 bits: a payload's fingerprint in the transcripts (Go: `hash/fnv`).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Both readers read every corpus file exactly as `testdata/hostile/reads.json` records
+/// (go-client's `TestHostileCorpusReads` checks the same file): the same messages, losses and
+/// end, byte for byte. `SHMCAST_REGEN_HOSTILE=1` rewrites it.
+#[test]
+fn hostile_corpus_reads_as_recorded() {
+    let dir = TempDir::new("corpus-reads");
+    let files = segment_files(&hostile_dir());
+    // Each blocking read waits one liveness interval to learn that nobody produces: one
+    // thread per file.
+    let reads: Vec<(String, serde_json::Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|file| {
+                let name = file.file_name().unwrap().to_string_lossy().into_owned();
+                // A copy: a reader with write access may store into the subscriber area.
+                let copy = dir.join(&name);
+                fs::copy(file, &copy).unwrap();
+                scope.spawn(move || {
+                    let by_start: serde_json::Map<String, serde_json::Value> = StartAt::ALL
+                        .iter()
+                        .map(|&start| (start.to_string(), transcript(&copy, start).into()))
+                        .collect();
+                    (name, by_start.into())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let recorded = hostile_dir().join("reads.json");
+    let got = serde_json::Value::Object(reads.into_iter().collect());
+    if std::env::var_os("SHMCAST_REGEN_HOSTILE").is_some() {
+        fs::write(
+            &recorded,
+            serde_json::to_string_pretty(&got).unwrap() + "\n",
+        )
+        .unwrap();
+        return;
+    }
+    let want: serde_json::Value =
+        serde_json::from_slice(&fs::read(&recorded).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (SHMCAST_REGEN_HOSTILE=1 writes it)",
+                recorded.display()
+            )
+        }))
+        .unwrap();
+    for (name, reads) in got.as_object().unwrap() {
+        assert_eq!(Some(reads), want.get(name), "{name} reads differently");
+    }
+    assert_eq!(
+        got.as_object().unwrap().len(),
+        want.as_object().unwrap().len()
+    );
 }
 
 #[test]
