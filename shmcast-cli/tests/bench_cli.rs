@@ -110,12 +110,29 @@ fn quick_json_run_reports_every_measurement() {
     let mut producer_consumers = BTreeSet::new();
     let mut shm_modes = BTreeSet::new();
     let mut waiting = Vec::new();
+    let (mut parked_counts, mut hostile_rounds) = (BTreeSet::new(), BTreeSet::new());
     for v in &results {
         let transport = text(v, "transport");
         let metric = text(v, "metric");
         assert!(v.get("pinned").and_then(Value::as_bool).is_some(), "{v}");
         if metric == "wake_latency" || metric == "idle_cpu" {
             waiting.push(v.clone());
+            continue;
+        }
+        if metric == "publish_cost" {
+            // Every parked subscriber received every timed message: a missed wake-up would
+            // show here, not only as a slower row.
+            assert_eq!(v["all_received"].as_bool(), Some(true), "{v}");
+            assert_eq!(v["received"].as_u64(), v["expected"].as_u64(), "{v}");
+            for key in ["p50_ns", "p99_ns", "samples"] {
+                positive(v, key);
+            }
+            parked_counts.insert(v["parked"].as_u64().expect("parked"));
+            continue;
+        }
+        if let Some(hostile) = v.get("hostile_parked_writer").and_then(Value::as_bool) {
+            positive(v, "msgs_per_s");
+            hostile_rounds.insert(hostile);
             continue;
         }
         positive(v, "size");
@@ -171,6 +188,8 @@ fn quick_json_run_reports_every_measurement() {
             other => panic!("unknown metric {other:?} in {v}"),
         }
     }
+    assert_eq!(parked_counts, BTreeSet::from([0, 10, 100]));
+    assert_eq!(hostile_rounds, BTreeSet::from([false, true]));
     for t in ["floor", "shm", "uds-stream", "uds-seqpacket", "pipe"] {
         assert!(
             latency.contains(&(t.to_owned(), "pingpong-halved".to_owned())),
