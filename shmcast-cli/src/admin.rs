@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use shmcast::{
-    clean_stale_segments, list_segments, Cleaned, Removal, SegmentEntry, SegmentInfo, SegmentStatus,
+    clean_stale_segments, list_segments, Cleaned, DamagedSegment, Removal, SegmentEntry,
+    SegmentInfo, SegmentStatus,
 };
 
 use crate::Result;
@@ -85,6 +86,16 @@ impl Place {
     }
 }
 
+/// The listing's damaged segments: a valid header, but readers refuse them.
+fn damaged_segments(
+    entries: &[SegmentEntry],
+) -> impl Iterator<Item = (&SegmentEntry, &DamagedSegment)> {
+    entries.iter().filter_map(|entry| match &entry.status {
+        SegmentStatus::Damaged(d) => Some((entry, d)),
+        _ => None,
+    })
+}
+
 /// How many entries the listing could not open.
 fn count_unreadable<'a>(statuses: impl Iterator<Item = &'a SegmentStatus>) -> u64 {
     statuses
@@ -127,7 +138,19 @@ pub fn list(args: ListArgs) -> Result<()> {
             });
             writeln!(out, "{value}")?;
         }
-    } else if segments.is_empty() {
+        for (entry, damaged) in damaged_segments(&entries) {
+            let value = serde_json::json!({
+                "name": place.name(entry),
+                "path": entry.path.to_string_lossy(),
+                "capacity": damaged.capacity,
+                "producer_pid": damaged.producer_pid,
+                "producer_alive": damaged.producer_alive,
+                "created_unix_ns": damaged.created_unix_ns,
+                "damaged": damaged.problem,
+            });
+            writeln!(out, "{value}")?;
+        }
+    } else if segments.is_empty() && damaged_segments(&entries).next().is_none() {
         writeln!(out, "no shmcast segments in {}", place.dir())?;
     } else {
         let now = unix_now_ns();
@@ -181,9 +204,22 @@ pub fn list(args: ListArgs) -> Result<()> {
             }
             text
         };
-        writeln!(out, "{}", line(header))?;
+        if !rows.is_empty() {
+            writeln!(out, "{}", line(header))?;
+        }
         for row in &rows {
             writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
+        }
+        // Segments readers refuse (grown, shrunk, a corrupt ring) are shown, not hidden.
+        for (entry, damaged) in damaged_segments(&entries) {
+            writeln!(
+                out,
+                "damaged {} (producer pid {}, {}): {}",
+                place.name(entry),
+                damaged.producer_pid,
+                alive_word(damaged.producer_alive),
+                escape(&damaged.problem)
+            )?;
         }
     }
     out.flush()?;
@@ -199,22 +235,26 @@ pub fn clean(args: CleanArgs) -> Result<()> {
     let now = unix_now_ns();
     let (mut stale, mut removed, mut live, mut failed) = (0u64, 0u64, 0u64, 0u64);
     for Cleaned { entry, removal, .. } in &cleaned {
-        let info = match &entry.status {
-            SegmentStatus::Stale(info) => info,
-            SegmentStatus::Live(_) => {
+        let name = place.name(entry);
+        let what = match &entry.status {
+            SegmentStatus::Stale(info) => format!(
+                "{name} (producer pid {}, last publish {})",
+                info.producer_pid,
+                info.last_publish_unix_ns
+                    .map_or_else(|| "never".to_owned(), |ns| age(now, ns)),
+            ),
+            SegmentStatus::Damaged(d) if !d.producer_alive => format!(
+                "{name} (producer pid {}, damaged: {})",
+                d.producer_pid,
+                escape(&d.problem)
+            ),
+            SegmentStatus::Live(_) | SegmentStatus::Damaged(_) => {
                 live += 1;
                 continue;
             }
             _ => continue,
         };
         stale += 1;
-        let name = place.name(entry);
-        let what = format!(
-            "{name} (producer pid {}, last publish {})",
-            info.producer_pid,
-            info.last_publish_unix_ns
-                .map_or_else(|| "never".to_owned(), |ns| age(now, ns)),
-        );
         let Some(removal) = removal else {
             writeln!(out, "would remove {what}")?;
             continue;

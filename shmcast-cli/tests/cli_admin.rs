@@ -459,8 +459,9 @@ fn remove_stale_segment_leaves_everything_but_a_dead_producers_segment_alone() {
         Err(Error::InvalidHeader { .. })
     ));
     assert!(matches!(
+        // An empty file that no producer is creating is truncated, not "being created".
         remove_stale_segment(dir.join("empty")),
-        Err(Error::NotInitialized { .. })
+        Err(Error::Truncated { .. })
     ));
     assert!(remove_stale_segment(dir.join("subdir")).is_err());
     // A link is refused, not followed: neither it nor its target goes.
@@ -613,4 +614,42 @@ fn hostile_names_are_escaped_in_list_and_clean() {
     let text = clean_text(&shmcast(&["list"]));
     let shown = format!("/{}-\\x1b[31m\\n  ", name.trim_end_matches("-\x1b[31m\n"));
     assert_eq!(text.matches(&shown).count(), 1, "{text}");
+}
+
+#[test]
+fn damaged_segments_are_listed_with_their_problem_and_dead_ones_cleaned() {
+    // A dead producer's segment that grew after it was written: readers refuse it (size
+    // mismatch), so it used to be neither listed nor cleaned.
+    let dir = TempDir::new("cli-damaged");
+    let grown = dir.join("grown");
+    dead_segment(&grown, 3);
+    let len = std::fs::metadata(&grown).unwrap().len();
+    File::options()
+        .write(true)
+        .open(&grown)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+
+    let listed = shmcast(&["list", "--dir", dir_arg]);
+    assert_ok(&listed);
+    let text = stdout(&listed);
+    assert!(
+        text.contains("damaged") && text.contains("grown") && text.contains("dead"),
+        "{text}"
+    );
+    let rows = list_json(&["--dir", dir_arg]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0]["damaged"].as_str().is_some(), "{rows:?}");
+    assert_eq!(rows[0]["producer_alive"], false);
+
+    let cleaned = shmcast(&["clean", "--dir", dir_arg]);
+    assert_ok(&cleaned);
+    assert!(
+        stdout(&cleaned).contains("removed 1 stale segment"),
+        "{}",
+        stdout(&cleaned)
+    );
+    assert!(!grown.exists());
 }
