@@ -773,7 +773,14 @@ func (r *Reader) TryReadFunc(fn func(seq uint64, payload []byte)) error {
 	return err
 }
 
-func (r *Reader) tryReadFuncGuarded(fn func(seq uint64, payload []byte)) (err error) {
+func (r *Reader) tryReadFuncGuarded(fn func(seq uint64, payload []byte)) error {
+	return r.guarded(func() error { return r.tryReadFunc(fn) })
+}
+
+// guarded runs op, then exit, with SIGBUS turned into an error
+// (WithFaultRecovery). op does not escape, so the closures passed here stay
+// on the stack.
+func (r *Reader) guarded(op func() error) (err error) {
 	old, done := debug.SetPanicOnFault(true), false
 	defer func() {
 		if !done {
@@ -782,7 +789,7 @@ func (r *Reader) tryReadFuncGuarded(fn func(seq uint64, payload []byte)) (err er
 		debug.SetPanicOnFault(old)
 		r.exit()
 	}()
-	err = r.tryReadFunc(fn)
+	err = op()
 	done = true
 	return err
 }
@@ -876,7 +883,7 @@ func (r *Reader) ReadFunc(ctx context.Context, fn func(seq uint64, payload []byt
 // checkEndGuarded runs checkEnd on the mapping, as a read does: nil after
 // Close (the caller reports that), and a SIGBUS from a truncated file
 // becomes an error.
-func (r *Reader) checkEndGuarded() (err error) {
+func (r *Reader) checkEndGuarded() error {
 	if r.enter() != nil {
 		return nil
 	}
@@ -884,17 +891,7 @@ func (r *Reader) checkEndGuarded() (err error) {
 		defer r.exit()
 		return r.checkEnd()
 	}
-	old, done := debug.SetPanicOnFault(true), false
-	defer func() {
-		if !done {
-			err = r.fault(recover())
-		}
-		debug.SetPanicOnFault(old)
-		r.exit()
-	}()
-	err = r.checkEnd()
-	done = true
-	return err
+	return r.guarded(r.checkEnd)
 }
 
 // checkEnd is "End of stream" in docs/LAYOUT.md: once the producer is gone
