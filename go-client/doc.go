@@ -234,7 +234,7 @@
 //     docs/LAYOUT.md "Waiting and waking") until the producer publishes.
 //     The producer makes one FUTEX_WAKE system call per publish while some
 //     reader is parked and none otherwise. Wake-up latency (publish to Read
-//     returning) was about 16 µs at the median on a 2-vCPU VM.
+//     returning) is in docs/BENCHMARKS.md, "Waiting".
 //   - [WaitSpin]: polls back to back; the lowest latency, one CPU busy.
 //   - [WaitYield]: polls with [runtime.Gosched] in between; still a busy CPU.
 //   - [WaitBackoff]: spins, yields, then sleeps 20 µs doubling to the poll

@@ -208,15 +208,15 @@ func (r *Reader) skipTo(start Start, floor uint64) (uint64, error) {
 	}
 	first := r.seq
 	for steps := 2*(r.capacity/recordHead) + maxResync; r.pos < floor && steps > 0; steps-- {
-		_, n, err := r.locate()
+		_, n, err := r.peek()
 		if err == nil && r.pos >= floor {
-			// locate hopped over a padding record that started before
+			// peek hopped over a padding record that started before
 			// floor: this message starts at or after it, so it is
 			// protected and is the first to deliver.
 			break
 		}
 		if err == nil {
-			err = r.valid(n)
+			err = r.confirm(n)
 			if err == nil {
 				r.pos += recordHead + align8(n)
 				r.seq++

@@ -369,8 +369,8 @@ impl<'a> Ring<'a> {
     ///
     /// Evicting means moving `head` to the first record at or after `intent - capacity`. Found
     /// by walking the old records one by one, that is a chain of dependent loads through lines
-    /// written a lap ago, a quarter of the time of a 64-byte publish (criterion's publish/64:
-    /// 24.6 ns with the walk, 17.9 ns without; docs/BENCHMARKS.md). So the producer keeps marks, positions where it started records a
+    /// written a lap ago, which was a large share of a small publish (docs/BENCHMARKS.md,
+    /// "Performance log"). So the producer keeps marks, positions where it started records a
     /// lap ago, and announces `intent = mark + capacity` for the furthest mark that fits: that
     /// mark is then exactly the new `head`, with no walk. In rings up to 64 MiB marks are a
     /// quarter stride apart, plus at most one record, so one fits every window unless records
@@ -828,10 +828,9 @@ impl<'a> Ring<'a> {
     /// the moment the producer commits, but a 64-byte message spans two lines and the second
     /// was then fetched only after the commit was seen: two cache misses one after the other.
     /// Loading the second line on every empty poll has the reader fetch it while it waits,
-    /// alongside the first. Ping-pong one-way latency at 64 B dropped from 140 to 120.5 ns,
-    /// 2.08 to 1.85 times the one-line floor (medians over alternating rounds;
-    /// docs/BENCHMARKS.md), with no loss in throughput. A `PREFETCHT0` did the same; a load
-    /// needs no `unsafe`.
+    /// alongside the first. That shortened the 64-byte ping-pong and cost no throughput
+    /// (docs/BENCHMARKS.md, "Performance log"). A `PREFETCHT0` did the same; a load needs no
+    /// `unsafe`.
     ///
     /// Skipped in loom models: a load whose value is ignored changes no outcome, and would
     /// only multiply the interleavings to explore.
