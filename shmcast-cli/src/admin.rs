@@ -6,7 +6,6 @@ use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use shmcast::{
     clean_stale_segments, list_segments, Cleaned, DamagedSegment, Removal, SegmentEntry,
@@ -14,6 +13,7 @@ use shmcast::{
 };
 
 use crate::Result;
+pub use shmcast_cli::unix_now_ns;
 
 /// Where shared-memory segments live on Linux.
 const SHM_DIR: &str = "/dev/shm";
@@ -367,12 +367,6 @@ fn bytes(n: u64) -> String {
         }
     }
     n.to_string()
-}
-
-pub fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// How long before `now` the time `ns` was: `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.

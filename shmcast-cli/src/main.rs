@@ -17,7 +17,8 @@ use shmcast::{
 };
 
 mod admin;
-mod bench;
+
+use shmcast_cli::{catch_signals, parse_bytes, parse_seconds, MAX_SECONDS};
 
 #[derive(Parser)]
 #[command(
@@ -44,11 +45,6 @@ enum Command {
     List(admin::ListArgs),
     /// Remove the segments whose producer is dead.
     Clean(admin::CleanArgs),
-    /// Measure latency and throughput across two processes, against Unix sockets and pipes.
-    Bench(bench::BenchArgs),
-    /// The other process of `shmcast bench` (internal).
-    #[command(hide = true)]
-    BenchPeer(bench::PeerArgs),
 }
 
 #[derive(clap::Args)]
@@ -140,8 +136,6 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect(args),
         Command::List(args) => admin::list(args),
         Command::Clean(args) => admin::clean(args),
-        Command::Bench(args) => bench::run(args),
-        Command::BenchPeer(args) => bench::run_peer(args),
     };
     // `publish` stopped by a signal has removed its segment (unless --keep): now die of it.
     if let Some(signal) = stop_signal() {
@@ -370,23 +364,6 @@ extern "C" fn on_stop_signal(signal: c_int) {
 /// messages and while it waits.
 fn catch_stop_signals() -> Result<()> {
     catch_signals(on_stop_signal)
-}
-
-/// Installs `handler` for SIGINT, SIGTERM and SIGHUP, without `SA_RESTART`: a blocked read
-/// ends with `EINTR`. The handler must be async-signal-safe (store to an atomic, no more).
-pub(crate) fn catch_signals(handler: extern "C" fn(c_int)) -> Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(handler),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the caller's handler is async-signal-safe.
-        unsafe { sigaction(signal, &action) }
-            .map_err(|e| format!("cannot install a {signal} handler: {e}"))?;
-    }
-    Ok(())
 }
 
 fn stop_signal() -> Option<nix::sys::signal::Signal> {
@@ -689,26 +666,6 @@ fn inspect(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (digits, shift) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 65536, 64K, 1M)"))?;
-    n.checked_shl(shift)
-        .filter(|v| v >> shift == n)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
 fn parse_max_block(s: &str) -> std::result::Result<MaxBlock, String> {
     if s == "never" {
         return Ok(MaxBlock(None));
@@ -738,9 +695,10 @@ fn parse_mode(s: &str) -> std::result::Result<u32, String> {
 
 fn parse_size_range(s: &str) -> std::result::Result<(usize, usize), String> {
     let parse = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("{s:?} is not a size or MIN-MAX range"))
+        parse_bytes(v)
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("{s:?} is not a size or MIN-MAX range"))
     };
     let (min, max) = match s.split_once('-') {
         Some((a, b)) => (parse(a)?, parse(b)?),
@@ -750,19 +708,6 @@ fn parse_size_range(s: &str) -> std::result::Result<(usize, usize), String> {
         return Err(format!("{s:?}: MIN is larger than MAX"));
     }
     Ok((min, max))
-}
-
-/// The longest duration an option may give, in seconds (about 31 years; the Go tail's limit
-/// too): longer ones would overflow a deadline.
-const MAX_SECONDS: f64 = 1e9;
-
-/// A decimal number of seconds, `0` to [`MAX_SECONDS`].
-fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| (0.0..=MAX_SECONDS).contains(v))
-        .and_then(|v| Duration::try_from_secs_f64(v).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds from 0 to 1e9"))
 }
 
 /// `--rate`: messages per second, a finite number above 0.
