@@ -311,6 +311,11 @@ pub enum RecvError {
         "evicted: this registered reader held the producer back too long and is lossy from now on"
     )]
     Evicted,
+    /// A [`Canceller`](crate::Canceller) cancelled this subscriber's blocking reads, and this
+    /// one found nothing to read (nothing is lost: the next message stays unread). Blocking
+    /// reads keep returning it until the canceller is reset; non-blocking ones read on.
+    #[error("the blocking read was cancelled")]
+    Cancelled,
     /// The ring holds values no correct producer writes. Reading cannot continue.
     #[error("corrupt segment: {0}")]
     Corrupt(&'static str),

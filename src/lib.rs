@@ -59,6 +59,10 @@ mod registry;
 mod ring;
 mod sync;
 
+#[cfg(all(feature = "async", not(loom)))]
+mod async_subscriber;
+#[cfg(not(loom))]
+mod cancel;
 #[cfg(not(loom))]
 mod gate;
 #[cfg(not(loom))]
@@ -74,10 +78,19 @@ mod stale;
 #[cfg(not(loom))]
 mod subscriber;
 pub mod wait;
+#[cfg(all(feature = "async", not(loom)))]
+mod wait_hub;
+#[cfg(not(loom))]
+mod waitv;
 
 pub use error::{Error, RecvError};
 pub use ring::{ParseStartAtError, StartAt};
 pub use wait::WaitStrategy;
+
+#[cfg(all(feature = "async", not(loom)))]
+pub use async_subscriber::{AsyncSubscriber, Recv};
+#[cfg(not(loom))]
+pub use cancel::{Canceller, CANCEL_POLL};
 
 #[cfg(not(loom))]
 pub use gate::{DEFAULT_MAX_BLOCK, DEFAULT_PROBE_INTERVAL, DEFAULT_READER_SLOTS};
@@ -90,4 +103,6 @@ pub use stale::{
     SegmentEntry, SegmentStatus,
 };
 #[cfg(not(loom))]
-pub use subscriber::{MessageRef, Messages, Received, SegmentInfo, Subscriber, SubscriberOptions};
+pub use subscriber::{
+    MessageRef, Messages, Progress, Received, SegmentInfo, Subscriber, SubscriberOptions,
+};

@@ -3,10 +3,12 @@
 
 use std::iter::FusedIterator;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
+use crate::cancel::{CancelWord, Canceller};
 use crate::error::{Error, RecvError};
 use crate::registration::{RegisterError, Registration};
 use crate::ring::{self, ReaderState, Ring, StartAt};
@@ -76,6 +78,8 @@ pub struct Subscriber {
     wait: WaitStrategy,
     /// Registered (lossless) subscribers only.
     lossless: Option<Box<Lossless>>,
+    /// Once [`Subscriber::canceller`] was called: the word its cancellers raise.
+    cancel: Option<Arc<CancelWord>>,
 }
 
 /// A registered subscriber's lossless-mode state.
@@ -242,6 +246,7 @@ impl Subscriber {
             location,
             wait: options.wait,
             lossless,
+            cancel: None,
         })
     }
 
@@ -538,9 +543,10 @@ impl Subscriber {
             &mut self.state,
             &mut self.lossless,
         );
+        let cancel = self.cancel.as_deref().map(CancelWord::word);
         let result = wait::wait_for(
             self.wait,
-            || mapping.wake_words(),
+            || mapping.wake_words().with_cancel(cancel),
             deadline,
             // A registered subscriber publishes its progress whenever it finds nothing to
             // read, so before it parks too.
@@ -557,6 +563,23 @@ impl Subscriber {
             Err(RecvError::ProducerGone { .. }) => ring.check_end(state).and(result),
             other => other,
         }
+    }
+
+    /// The segment's mapping (for the async subscriber: its wake-up words and file).
+    #[cfg(feature = "async")]
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// After nothing was found to read: `Some` if the producer is gone, checked against the
+    /// end of the stream as the blocking reads do (`docs/LAYOUT.md`, "End of stream").
+    #[cfg(feature = "async")]
+    pub(crate) fn producer_gone(&self) -> Option<RecvError> {
+        let gone = segment_problem(&self.mapping, &self.location)?;
+        Some(match self.mapping.ring().check_end(&self.state) {
+            Ok(()) => gone,
+            Err(corrupt) => corrupt,
+        })
     }
 
     /// How the blocking calls wait for a message. See [`WaitStrategy`].
@@ -609,6 +632,48 @@ impl Subscriber {
     /// The sequence number of the next message this subscriber expects.
     pub fn next_seq(&self) -> u64 {
         self.state.seq()
+    }
+
+    /// A handle that cancels this subscriber's blocking reads from another thread: they
+    /// return [`RecvError::Cancelled`] instead of waiting (see [`Canceller`]). Every call
+    /// returns a handle to the same cancellation.
+    pub fn canceller(&mut self) -> Canceller {
+        Canceller::new(self.cancel.get_or_insert_with(Default::default).clone())
+    }
+
+    /// How many published messages this subscriber has not read yet (including any the
+    /// producer has already overwritten, which a read will report as [`RecvError::Lagged`]).
+    /// Read from the mapping, without a system call; a snapshot while the producer runs.
+    pub fn lag(&self) -> u64 {
+        self.progress().lag
+    }
+
+    /// The changing fields of [`Self::info`] and this subscriber's lag, read from the mapping
+    /// without a system call (cheap enough to call per message).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shmcast::{Publisher, StartAt, Subscriber};
+    ///
+    /// let name = format!("/shmcast-doc-progress-{}", std::process::id());
+    /// let mut publisher = Publisher::options().capacity(4096).create(&name)?;
+    /// let mut subscriber = Subscriber::open(&name, StartAt::Oldest)?;
+    /// for i in 0..3u8 {
+    ///     publisher.publish(&[i])?;
+    /// }
+    /// subscriber.try_recv(&mut Vec::new())?;
+    /// let progress = subscriber.progress();
+    /// assert_eq!((progress.next_seq, progress.oldest_seq, progress.lag), (4, Some(1), 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn progress(&self) -> Progress {
+        let snap = self.mapping.ring().snapshot();
+        Progress {
+            next_seq: snap.next_seq,
+            oldest_seq: snap.oldest_seq,
+            lag: snap.next_seq.saturating_sub(self.state.seq()),
+            last_publish_unix_ns: self.mapping.last_publish_ns(),
+        }
     }
 
     /// The ring capacity in bytes.
@@ -774,6 +839,22 @@ fn read_pod<T: Pod>(ring: Ring<'_>, state: &mut ReaderState) -> Result<(u64, T),
     ring::copy_out(ring.payload(&candidate), bytemuck::bytes_of_mut(&mut value));
     ring.confirm(state, &candidate)?;
     Ok((candidate.seq(), value))
+}
+
+/// Where the producer is and how far behind a subscriber is: [`Subscriber::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Sequence number the next message will get (1 if nothing was published), as in
+    /// [`SegmentInfo::next_seq`].
+    pub next_seq: u64,
+    /// Sequence number of the oldest retained message, if any.
+    pub oldest_seq: Option<u64>,
+    /// Messages published that the subscriber has not read: `next_seq` minus
+    /// [`Subscriber::next_seq`] (0 when it is caught up).
+    pub lag: u64,
+    /// As [`SegmentInfo::last_publish_unix_ns`].
+    pub last_publish_unix_ns: Option<u64>,
 }
 
 /// The header of a segment as [`Subscriber::info`] saw it.

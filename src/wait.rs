@@ -38,7 +38,7 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
 /// | `Spin` | lowest (a cache miss) | a whole core |
 /// | `Yield` | low; depends on what else runs | a whole core, given away on demand |
 /// | `Backoff` | up to [`MAX_SLEEP`] | a few wake-ups per millisecond |
-/// | `Block` (default) | a futex wake-up: like a blocking socket read (p50 75 µs on a 2-vCPU VM) | none (10 wake-ups a second to check the producer is alive) |
+/// | `Block` (default) | a futex wake-up: like a blocking socket read (docs/BENCHMARKS.md, "Waiting") | none (10 wake-ups a second to check the producer is alive) |
 ///
 /// `Block` needs write access to the segment file to register as parked. A subscriber that only
 /// has read access ([`Subscriber::can_park`](crate::Subscriber::can_park) is `false`) waits on
@@ -140,6 +140,8 @@ pub(crate) struct WakeWords<'a> {
     /// `wake_throttle`: non-zero while the producer makes no wake-up calls.
     throttle: &'a AtomicU32,
     barrier: Barrier,
+    /// A [`Canceller`](crate::Canceller)'s word (private to this process; non-zero: cancelled).
+    cancel: Option<&'a std::sync::atomic::AtomicU32>,
 }
 
 /// The producer's private side of waking: how many wake-up calls it made, and its throttle of
@@ -234,7 +236,46 @@ impl<'a> WakeWords<'a> {
             parked,
             throttle,
             barrier,
+            cancel: None,
         }
+    }
+
+    /// The same words, with a cancel word a parked reader also sleeps on (non-zero: return
+    /// [`RecvError::Cancelled`] instead of waiting).
+    pub(crate) fn with_cancel(mut self, cancel: Option<&'a std::sync::atomic::AtomicU32>) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Whether a canceller has cancelled the reads.
+    #[inline]
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Acquire) != 0)
+    }
+
+    /// The futex word (`wake_seq`).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn wake_seq(&self) -> &'a AtomicU32 {
+        self.wake_seq
+    }
+
+    /// `parked`, if this process can register as parked.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn parked(&self) -> Option<&'a AtomicU32> {
+        self.parked
+    }
+
+    /// `wake_throttle`.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn throttle(&self) -> &'a AtomicU32 {
+        self.throttle
+    }
+
+    /// Whether a parking reader must call `membarrier` rather than rely on its own fence.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn needs_membarrier(&self) -> bool {
+        self.barrier == Barrier::Membarrier
     }
 
     /// Whether a waiter can register as parked (and so be woken by the producer).
@@ -347,7 +388,7 @@ fn park_cap() -> Duration {
 /// reader that finds the word changed passes the wake-up on to [`RELAY_FANOUT`] more waiters,
 /// before it reads (docs/LAYOUT.md, "Waiting and waking", reader step 7).
 #[inline]
-fn relay(wake_seq: &AtomicU32, v: u32) {
+pub(crate) fn relay(wake_seq: &AtomicU32, v: u32) {
     if wake_seq.load(Ordering::Relaxed) != v {
         futex_wake(wake_seq, RELAY_FANOUT);
     }
@@ -360,7 +401,10 @@ fn relay(wake_seq: &AtomicU32, v: u32) {
 ///
 /// `words` is only called if the first attempt finds nothing: a read that finds its message
 /// waiting is the common case of a busy stream, and should cost no more than a `try_` read
-/// (docs/BENCHMARKS.md: one consumer at 64 B went from 19 to 26 M msg/s).
+/// (building the words there cost a single consumer at 64 B a measurable share of its rate).
+///
+/// A cancellation ([`WakeWords::with_cancel`]) is looked at only after an attempt found
+/// nothing, before each wait: it ends the wait with [`RecvError::Cancelled`].
 #[inline]
 pub(crate) fn wait_for<'w, T>(
     strategy: WaitStrategy,
@@ -391,6 +435,9 @@ fn wait_after_empty<T>(
     let busy = matches!(strategy, WaitStrategy::Spin | WaitStrategy::Yield);
     // Each turn waits, then polls: the caller's attempt just found nothing.
     loop {
+        if words.cancelled() {
+            return Err(RecvError::Cancelled);
+        }
         // Reading the clock costs about as much as a poll: busy strategies look every 64th.
         polls = polls.wrapping_add(1);
         let mut remaining = None;
@@ -439,7 +486,7 @@ fn wait_after_empty<T>(
                     // Cannot register: wait on the futex anyway (woken early when others are
                     // parked), but never longer than `nap`.
                     let v = words.wake_seq.load(Ordering::Acquire);
-                    futex_wait_short(words.wake_seq, v, bounded(nap));
+                    sleep(words, v, Some(bounded(nap)), true);
                     relay(words.wake_seq, v);
                     nap = (nap * 2).min(MAX_SLEEP);
                 }
@@ -481,12 +528,36 @@ fn park<T>(
     }
     if short {
         let cap = timeout.map_or(THROTTLED_WAIT, |t| t.min(THROTTLED_WAIT));
-        futex_wait_short(words.wake_seq, v, cap);
+        sleep(words, v, Some(cap), true);
     } else {
-        futex_wait(words.wake_seq, v, timeout);
+        sleep(words, v, timeout, false);
     }
     relay(words.wake_seq, v);
     None
+}
+
+/// Reader step 6: sleep while `wake_seq == v`, for at most `timeout` (`short`: a bounded wait
+/// the caller relies on, see [`futex_wait_short`]). With a cancel word, sleep on it too: with
+/// `futex_waitv` where the kernel has it, else no longer than [`crate::cancel::CANCEL_POLL`].
+fn sleep(words: WakeWords<'_>, v: u32, timeout: Option<Duration>, short: bool) {
+    #[cfg(not(loom))]
+    if let Some(cancel) = words.cancel {
+        if crate::waitv::available() {
+            use crate::waitv::{wait, Word};
+            let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+            wait(
+                &[Word::shared(words.wake_seq, v), Word::private(cancel, 0)],
+                deadline,
+            );
+            return;
+        }
+        let cap = crate::cancel::CANCEL_POLL;
+        return futex_wait(words.wake_seq, v, Some(timeout.map_or(cap, |t| t.min(cap))));
+    }
+    match (short, timeout) {
+        (true, Some(t)) => futex_wait_short(words.wake_seq, v, t),
+        _ => futex_wait(words.wake_seq, v, timeout),
+    }
 }
 
 #[cfg(all(test, not(loom)))]
