@@ -61,7 +61,12 @@ const (
 	maxCapacity = 1 << 40
 
 	flagLossless = 1 // the segment has reader slots (lossless mode)
-	knownFlags   = flagLossless
+	flagGaps     = 2 // the ring may hold gap records
+	knownFlags   = flagLossless | flagGaps
+
+	// gapLengthWord is the length word of a gap record: kind 1 in the
+	// reserved high half, and 8 payload bytes (the count of messages lost).
+	gapLengthWord = uint64(1)<<32 | 8
 
 	padBit     = uint64(1) << 63 // commit word of a padding record
 	noLatest   = ^uint64(0)      // latest before the first publish
@@ -88,7 +93,7 @@ type Header struct {
 	Version         uint32 // layout version: LayoutVersion
 	DataOffset      uint64 // file offset of the ring: 8192
 	Capacity        uint64 // bytes in the ring, a power of two from 4096 to 2^40
-	Flags           uint64 // bit 0: lossless (see Lossless); a segment with any other bit set is refused (ErrUnsupportedFlags)
+	Flags           uint64 // bit 0: lossless (see Lossless); bit 1: gap records (see GapRecords); a segment with any other bit set is refused (ErrUnsupportedFlags)
 	Epoch           uint64 // 1 (reserved)
 	ProducerPID     uint64 // process id of the producer that created the segment (informational)
 	CreatedUnixNano uint64 // creation time, nanoseconds since the Unix epoch (see Created)
@@ -100,6 +105,12 @@ type Header struct {
 // opened [WithLossless] can register in one of its ReaderSlots, and the
 // producer never overwrites what a registered reader has not read yet.
 func (h Header) Lossless() bool { return h.Flags&flagLossless != 0 }
+
+// GapRecords reports whether the segment may hold gap records: notes that
+// messages were lost before they reached it (a bridge from the network
+// writes them), which the Reader reports as a *LaggedError, as if they had
+// been overwritten (docs/LAYOUT.md, "Gap records").
+func (h Header) GapRecords() bool { return h.Flags&flagGaps != 0 }
 
 // MaxBlock is how long a registered reader may hold the producer of a
 // lossless segment back before the producer evicts it (reported as

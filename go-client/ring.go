@@ -71,11 +71,14 @@ func (r *Reader) join(start Start) error {
 		}
 		off := p & r.mask
 		w := r.ringWord(p)
-		var n uint64
-		if start == Next && off <= r.capacity-recordHead {
-			// Loaded before the intent check, so a torn length is caught too.
-			n = uint64(uint32(r.ringWord(p + 8)))
+		var lw, count uint64
+		if start != Oldest && off <= r.capacity-recordHead {
+			// Loaded before the intent check, so a torn length (or gap
+			// count) is caught too.
+			lw = r.ringWord(p + 8)
+			count = r.ringWord(p + recordHead)
 		}
+		n := uint64(uint32(lw))
 		in := r.intent()
 		if r.lappedAt(p, in) {
 			continue // intent moved: the producer overran the record while we loaded it
@@ -92,14 +95,25 @@ func (r *Reader) join(start Start) error {
 			return nil
 		case w&padBit != 0:
 			return corrupt(p, fmt.Sprintf("latest does not point at a committed message (commit word %#x)", w))
-		case start == Newest:
+		}
+		// At a gap record there is no newest message to deliver: Newest
+		// starts after it, as Next does.
+		gap := r.isGap(p, lw)
+		if start == Newest && !gap {
 			r.pos, r.seq = p, w
 			return nil
 		}
 		if off > r.capacity-recordHead || n > r.maxPayload || off+recordHead+align8(n) > r.capacity {
 			return corrupt(p, fmt.Sprintf("length %d of the latest message is out of range", n))
 		}
-		r.pos, r.seq = p+recordHead+align8(n), w+1
+		after := w + 1
+		if gap {
+			if count == 0 || count >= padBit-w {
+				return corrupt(p, "a gap record's count is 0 or runs past sequence number 2^63")
+			}
+			after = w + count
+		}
+		r.pos, r.seq = p+recordHead+align8(n), after
 		return nil
 	}
 	return corrupt(r.pos, "overrun by the producer while joining")
@@ -142,8 +156,9 @@ func (r *Reader) recover(sameOK bool) error {
 			// The missed messages lie between the reader and head, 16
 			// bytes each at least: a garbage commit word at head cannot
 			// make up an arbitrary count.
+			// (Unless gap records lie between: one stands for any number.)
 			missed := s - r.seq
-			if h < r.pos || missed > (h-r.pos)/recordHead {
+			if h < r.pos || missed > (h-r.pos)/recordHead && !r.hdr.GapRecords() {
 				return corrupt(h, fmt.Sprintf("oldest retained sequence %d is more than the ring could have held", s))
 			}
 			r.pos, r.seq = h, s
@@ -196,12 +211,21 @@ func (r *Reader) peek() (off, n uint64, err error) {
 			r.pos = pos - off + r.capacity // the message starts the next lap
 			hopped = true
 		case w == r.seq:
+			// The whole length word is compared, so a set high half (a gap
+			// record, or the reserved bits) takes the rare path below.
 			if off <= r.capacity-recordHead {
-				n = uint64(uint32(r.ringWord(pos + 8)))
+				n = r.ringWord(pos + 8)
 			} else {
 				n = ^uint64(0) // no room for a length word: impossible record
 			}
 			if n > r.maxPayload || off+recordHead+align8(n) > r.capacity {
+				if r.isGap(pos, n) {
+					return 0, 0, r.passGap()
+				}
+				// The reserved high half is ignored.
+				if n = uint64(uint32(n)); off <= r.capacity-recordHead && n <= r.maxPayload && off+recordHead+align8(n) <= r.capacity {
+					return off, n, nil
+				}
 				if r.lappedAt(pos, r.intent()) {
 					if err := r.recover(true); err != nil {
 						return 0, 0, err
@@ -233,6 +257,31 @@ func (r *Reader) peek() (off, n uint64, err error) {
 		}
 	}
 	return 0, 0, corrupt(r.pos, "no message after repeated padding or recovery")
+}
+
+// isGap reports whether the record at p with length word lw is a gap record:
+// the segment allows them, the word says so, and the 24-byte record fits in
+// the lap.
+func (r *Reader) isGap(p, lw uint64) bool {
+	return lw == gapLengthWord && p&r.mask+recordHead+8 <= r.capacity && r.hdr.GapRecords()
+}
+
+// passGap reads the gap record at r.pos (docs/LAYOUT.md, "Gap records"): its
+// count of messages, from r.seq on, never reached this segment. It is
+// checked like a message (confirm proves the count was not torn), then
+// reported as a *LaggedError with the reader moved past it; a lap over it is
+// reported as the lap.
+func (r *Reader) passGap() error {
+	missed := r.ringWord(r.pos + recordHead)
+	if err := r.confirm(8); err != nil {
+		return err
+	}
+	if missed == 0 || missed >= padBit-r.seq {
+		return corrupt(r.pos, "a gap record's count is 0 or runs past sequence number 2^63")
+	}
+	r.pos += recordHead + 8
+	r.seq += missed
+	return &LaggedError{Missed: missed}
 }
 
 // confirm is the seqlock re-check after the payload at r.pos was read: it
@@ -299,20 +348,20 @@ func (r *Reader) checkEnd() error {
 		return corrupt(l, "latest is not a multiple of 8 or is beyond 2^63")
 	}
 	last := r.ringWord(l)
-	next, ok := r.endOfMessage(l, last, in)
+	next, nextSeq, ok := r.endOfRecord(l, last, in)
 	if !ok {
 		return corrupt(l, "the producer is gone and latest does not point at a complete message")
 	}
-	if r.seq == last+1 && r.pos == next {
+	if r.seq == nextSeq && r.pos == next {
 		return nil
 	}
-	if r.seq == last+2 {
+	if r.seq > nextSeq {
 		at := next
-		if r.ringWord(at) == (last+1)|padBit && at&r.mask != 0 {
+		if r.ringWord(at) == nextSeq|padBit && at&r.mask != 0 {
 			at = at - at&r.mask + r.capacity
 		}
-		if w := r.ringWord(at); w == last+1 {
-			if end, ok := r.endOfMessage(at, w, in); ok && end == r.pos {
+		if w := r.ringWord(at); w == nextSeq {
+			if end, after, ok := r.endOfRecord(at, w, in); ok && end == r.pos && after == r.seq {
 				return nil
 			}
 		}
@@ -323,22 +372,32 @@ func (r *Reader) checkEnd() error {
 	return corrupt(r.pos, "the producer is gone, and the reader received records past the last one it published")
 }
 
-// endOfMessage returns where the message record at p with commit word seq
-// ends, if it is a complete message the producer announced: a sequence
-// number, a length that fits, and intent covering it and the word after it
-// without having lapped it.
-func (r *Reader) endOfMessage(p, seq, in uint64) (uint64, bool) {
+// endOfRecord returns where the record at p with commit word seq ends and
+// the sequence number after it, if it is a complete record the producer
+// announced: a sequence number, a length that fits (or a gap record's
+// count), and intent covering it and the word after it without having
+// lapped it.
+func (r *Reader) endOfRecord(p, seq, in uint64) (end, after uint64, ok bool) {
 	if seq == 0 || seq >= padBit {
-		return 0, false
+		return 0, 0, false
 	}
 	off := p & r.mask
 	if off > r.capacity-recordHead {
-		return 0, false
+		return 0, 0, false
 	}
-	n := uint64(uint32(r.ringWord(p + 8)))
+	lw := r.ringWord(p + 8)
+	after = seq + 1
+	if r.isGap(p, lw) {
+		count := r.ringWord(p + recordHead)
+		if count == 0 || count >= padBit-seq {
+			return 0, 0, false
+		}
+		after = seq + count
+	}
+	n := uint64(uint32(lw))
 	if n > r.maxPayload || off+recordHead+align8(n) > r.capacity {
-		return 0, false
+		return 0, 0, false
 	}
-	end := p + recordHead + align8(n)
-	return end, end+8 <= in && !r.lappedAt(p, in)
+	end = p + recordHead + align8(n)
+	return end, after, end+8 <= in && !r.lappedAt(p, in)
 }

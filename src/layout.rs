@@ -17,8 +17,11 @@ pub const MIN_CAPACITY: u64 = 4096;
 pub const MAX_CAPACITY: u64 = 1 << 40;
 /// `flags` bit 0: the segment is lossless (it has reader slots; docs/LAYOUT.md, "Lossless mode").
 pub const FLAG_LOSSLESS: u64 = 1;
+/// `flags` bit 1: the ring may hold gap records, which tell readers that messages were lost
+/// before they reached this segment (docs/LAYOUT.md, "Gap records").
+pub const FLAG_GAPS: u64 = 2;
 /// Flags this version understands.
-pub const KNOWN_FLAGS: u64 = FLAG_LOSSLESS;
+pub const KNOWN_FLAGS: u64 = FLAG_LOSSLESS | FLAG_GAPS;
 
 /// Byte offsets of the producer header fields. Each is a whole 64-bit word.
 pub mod offset {
@@ -129,6 +132,9 @@ pub const NO_LATEST: u64 = u64::MAX;
 
 /// Bit 63 of a commit word marks a padding record.
 pub const PAD: u64 = 1 << 63;
+/// The length word of a gap record: kind 1 in the reserved high half, and 8 payload bytes (the
+/// count of messages lost) in the low half (docs/LAYOUT.md, "Gap records").
+pub const GAP_LENGTH_WORD: u64 = (1 << 32) | 8;
 /// Bytes of a record header (commit word + length word).
 pub const RECORD_HEADER: u64 = 16;
 

@@ -33,6 +33,7 @@ pub struct PublisherOptions {
     reader_slots: u64,
     max_block: Option<Duration>,
     probe_interval: Duration,
+    gap_records: bool,
 }
 
 impl Default for PublisherOptions {
@@ -48,6 +49,7 @@ impl Default for PublisherOptions {
             reader_slots: DEFAULT_READER_SLOTS,
             max_block: Some(DEFAULT_MAX_BLOCK),
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            gap_records: false,
         }
     }
 }
@@ -176,6 +178,17 @@ impl PublisherOptions {
         self
     }
 
+    /// Whether the segment may hold gap records ([`Publisher::publish_gap`]): notes that
+    /// messages were lost before they reached it, which readers report as
+    /// [`RecvError::Lagged`](crate::RecvError::Lagged). For segments fed from elsewhere, such as
+    /// a bridge from the network. Off by default: readers written before gap records existed
+    /// refuse such a segment (`flags` bit 1, docs/LAYOUT.md "Gap records") rather than misread
+    /// it.
+    pub fn gap_records(mut self, enabled: bool) -> Self {
+        self.gap_records = enabled;
+        self
+    }
+
     /// Creates the segment called `name`: a shared-memory segment for `/demo` or `demo` (the
     /// file `/dev/shm/demo` on Linux), a file for a name with a '/' after its first character
     /// (`/run/app/seg`, `./seg`); see [`Subscriber::open`] for the rule.
@@ -223,6 +236,7 @@ impl PublisherOptions {
             self.replace_stale,
             self.membarrier,
             lossless,
+            self.gap_records,
         )?;
         let max_payload = mapping.ring().max_payload() as usize;
         let mut state = if self.write_prefetch {
@@ -243,6 +257,7 @@ impl PublisherOptions {
             max_payload,
             wake: WakeState::default(),
             gate,
+            gap_records: self.gap_records,
         })
     }
 }
@@ -276,6 +291,8 @@ pub struct Publisher {
     wake: WakeState,
     /// Lossless segments: the gate and what it knows of the readers.
     gate: Option<Gate>,
+    /// Whether [`Self::publish_gap`] may write gap records.
+    gap_records: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -338,6 +355,68 @@ impl Publisher {
         };
         after_publish(&self.mapping, seq, &mut self.wake);
         Ok(seq)
+    }
+
+    /// Records that the next `missed` messages were lost before they reached this segment (on a
+    /// segment created with [`PublisherOptions::gap_records`]). A subscriber that reaches this
+    /// point gets [`RecvError::Lagged`](crate::RecvError::Lagged) with `missed`, as if they had
+    /// been overwritten, and the next message published has a sequence number `missed` higher
+    /// than it would have had. So a segment fed from elsewhere can keep its source's sequence
+    /// numbers and tell its readers exactly what never arrived. `missed = 0` records nothing.
+    ///
+    /// A gap record takes 24 bytes of the ring, like an 8-byte message, and waits on a lossless
+    /// segment as [`Self::publish`] does.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shmcast::{Publisher, RecvError, StartAt, Subscriber};
+    ///
+    /// let name = format!("/shmcast-doc-gap-{}", std::process::id());
+    /// let mut publisher = Publisher::options().gap_records(true).create(&name)?;
+    /// let mut subscriber = Subscriber::open(&name, StartAt::Beginning)?;
+    /// publisher.publish(b"first")?; // sequence number 1
+    /// publisher.publish_gap(3)?; // 2, 3 and 4 never arrived
+    /// assert_eq!(publisher.publish(b"fifth")?, 5);
+    ///
+    /// let mut buf = Vec::new();
+    /// assert_eq!(subscriber.try_recv(&mut buf)?, 1);
+    /// assert_eq!(subscriber.try_recv(&mut buf), Err(RecvError::Lagged { missed: 3 }));
+    /// assert_eq!(subscriber.try_recv(&mut buf)?, 5);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: [`Error::InvalidOption`] if the segment was not created with gap records, or if
+    /// sequence numbers would pass 2^63; on a lossless segment, as [`Self::publish`].
+    pub fn publish_gap(&mut self, missed: u64) -> Result<(), Error> {
+        if missed == 0 {
+            return Ok(());
+        }
+        if !self.gap_records {
+            return Err(Error::InvalidOption {
+                option: "gap_records",
+                reason:
+                    "publish_gap needs a segment created with PublisherOptions::gap_records(true)",
+            });
+        }
+        if self
+            .state
+            .next_seq()
+            .checked_add(missed)
+            .map_or(true, |s| s >= crate::layout::PAD)
+        {
+            return Err(Error::InvalidOption {
+                option: "missed",
+                reason: "the gap would take sequence numbers past 2^63",
+            });
+        }
+        let seq = loop {
+            match self.mapping.ring().try_publish_gap(&mut self.state, missed) {
+                Ok(seq) => break seq,
+                Err(limit) => self.open_gate(limit, Patience::Until(None))?,
+            }
+        };
+        after_publish(&self.mapping, seq, &mut self.wake);
+        Ok(())
     }
 
     /// The publish needs `intent` at `limit`, past the gate: raise it, waiting as `patience`

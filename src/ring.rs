@@ -17,6 +17,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 
+// The publisher and subscriber copy through these too; under loom they are not built.
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use crate::copy::{copy_out, copy_range, write_range};
 use crate::error::RecvError;
 use crate::layout::{self, offset, record_span, NO_LATEST, PAD};
 use crate::sync::{fence, spin_hint, AtomicU64, Ordering, WritePrefetch};
@@ -537,6 +540,23 @@ impl<'a> Ring<'a> {
         Ok(self.commit(w, reservation))
     }
 
+    /// Publishes a gap record ("Gap records" in `docs/LAYOUT.md`): a record shaped like an
+    /// 8-byte message whose length word is [`layout::GAP_LENGTH_WORD`] and whose payload is
+    /// `missed`; the sequence numbers it stands for are skipped. `Err(limit)` as
+    /// [`Self::try_reserve`]. The caller checks `1 <= missed` and that sequence numbers stay
+    /// below 2^63.
+    pub(crate) fn try_publish_gap(&self, w: &mut WriterState, missed: u64) -> Result<u64, u64> {
+        let reservation = self.try_reserve(w, 8)?;
+        // Both stores come before the commit, like any payload's.
+        self.at(reservation.pos + 8)
+            .store(layout::GAP_LENGTH_WORD, Ordering::Relaxed);
+        self.at(reservation.pos + layout::RECORD_HEADER)
+            .store(missed, Ordering::Relaxed);
+        let seq = self.commit(w, reservation);
+        w.next_seq = seq + missed;
+        Ok(seq)
+    }
+
     // ---------------------------------------------------------------- reader side
 
     /// Copies the next message into `buf`; returns its sequence number and length. A message
@@ -590,14 +610,15 @@ impl<'a> Ring<'a> {
             let commit = self.at(local.pos).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             if commit == local.seq && commit < PAD {
-                let len = self.at(local.pos + 8).load(Ordering::Relaxed) & LEN_MASK;
-                let span = record_span(len);
+                // The whole word, as in `peek`: anything unusual ends the batch.
+                let len = self.at(local.pos + 8).load(Ordering::Relaxed);
                 if len > self.max_payload()
-                    || (local.pos & self.mask) + span > self.capacity()
+                    || (local.pos & self.mask) + record_span(len) > self.capacity()
                     || at + len as usize > buf.len()
                 {
                     break;
                 }
+                let span = record_span(len);
                 copy_out(self.words(local.pos, len), &mut buf[at..at + len as usize]);
                 out.push(entry(local.seq, len as usize));
                 at += len as usize;
@@ -701,7 +722,11 @@ impl<'a> Ring<'a> {
                 latest
             };
             let commit = self.at(pos).load(Ordering::Relaxed);
-            let len = self.at(pos.wrapping_add(8)).load(Ordering::Relaxed) & LEN_MASK;
+            let len_word = self.at(pos.wrapping_add(8)).load(Ordering::Relaxed);
+            // A gap record's count, loaded before the re-check like the length.
+            let count = self
+                .at(pos.wrapping_add(layout::RECORD_HEADER))
+                .load(Ordering::Relaxed);
             let intent = self.intent_after_fence();
             if self.lapped(intent, pos) {
                 spin_hint();
@@ -721,10 +746,14 @@ impl<'a> Ring<'a> {
                     "the record a header position points at is empty",
                 ));
             }
+            // At a gap record there is no newest message to deliver: `newest` starts after it,
+            // as `next` does.
+            let gap = self.is_gap(pos, len_word);
             return match start {
                 StartAt::Oldest => Ok(ReaderState { pos, seq }),
-                StartAt::Newest if commit & PAD == 0 => Ok(ReaderState { pos, seq }),
-                StartAt::Next if commit & PAD == 0 => {
+                StartAt::Newest if commit & PAD == 0 && !gap => Ok(ReaderState { pos, seq }),
+                StartAt::Newest | StartAt::Next if commit & PAD == 0 => {
+                    let len = len_word & LEN_MASK;
                     if len > self.max_payload()
                         || (pos & self.mask) + record_span(len) > self.capacity()
                     {
@@ -732,10 +761,20 @@ impl<'a> Ring<'a> {
                             "a record's length points outside the ring",
                         ));
                     }
-                    Ok(ReaderState {
-                        pos: pos.wrapping_add(record_span(len)),
-                        seq: seq + 1,
-                    })
+                    let after = if gap {
+                        seq.checked_add(count)
+                    } else {
+                        Some(seq + 1)
+                    };
+                    match after {
+                        Some(after) if after < PAD && after > seq => Ok(ReaderState {
+                            pos: pos.wrapping_add(record_span(len)),
+                            seq: after,
+                        }),
+                        _ => Err(RecvError::corrupt(
+                            "a gap record's count is 0 or runs past sequence number 2^63",
+                        )),
+                    }
                 }
                 _ => Err(RecvError::corrupt("`latest` points at a padding record")),
             };
@@ -756,12 +795,16 @@ impl<'a> Ring<'a> {
             // `seq < 2^63` keeps a reader that has delivered message 2^63 - 1 from taking a
             // padding record of sequence number 0 for message 2^63.
             if commit == st.seq && commit < PAD {
-                let len = self.at(st.pos + 8).load(Ordering::Relaxed) & LEN_MASK;
+                // The whole length word is compared, so a set high half (a gap record, or the
+                // reserved bits) costs nothing here: it takes the cold path.
+                let len = self.at(st.pos + 8).load(Ordering::Relaxed);
                 if len > self.max_payload()
                     || (st.pos & self.mask) + record_span(len) > self.capacity()
                 {
-                    self.bad_length(st)?;
-                    continue;
+                    match self.unusual_length(st, len)? {
+                        Some(candidate) => return Ok(candidate),
+                        None => continue,
+                    }
                 }
                 return Ok(Candidate {
                     pos: st.pos,
@@ -841,6 +884,70 @@ impl<'a> Ring<'a> {
         }
         let next_line = (pos | (CACHE_LINE - 1)) + 1;
         std::hint::black_box(self.at(next_line).load(Ordering::Relaxed));
+    }
+
+    /// A committed record whose length word is not a length that fits: a gap record (on a
+    /// segment that may hold them), a length with the reserved high half set (which readers
+    /// ignore), a lap in progress, or corruption. `Some` is a message to deliver; `None` means
+    /// look again where `st` now stands.
+    #[cold]
+    #[inline(never)]
+    fn unusual_length(
+        &self,
+        st: &mut ReaderState,
+        word: u64,
+    ) -> Result<Option<Candidate>, RecvError> {
+        if self.is_gap(st.pos, word) {
+            return self.pass_gap(st).map(|()| None);
+        }
+        let len = word & LEN_MASK;
+        if len <= self.max_payload() && (st.pos & self.mask) + record_span(len) <= self.capacity() {
+            return Ok(Some(Candidate {
+                pos: st.pos,
+                seq: st.seq,
+                len,
+            }));
+        }
+        self.bad_length(st).map(|()| None)
+    }
+
+    /// Whether the record at `pos` with length word `word` is a gap record: the segment's
+    /// `flags` allow them (loaded only on the cold paths that meet one; the identity block does
+    /// not change after `magic`), the word says so and the 24-byte record fits in the lap.
+    fn is_gap(&self, pos: u64, word: u64) -> bool {
+        word == layout::GAP_LENGTH_WORD
+            && (pos & self.mask) + record_span(8) <= self.capacity()
+            && self.has_gap_records()
+    }
+
+    fn has_gap_records(&self) -> bool {
+        self.field(offset::FLAGS).load(Ordering::Relaxed) & layout::FLAG_GAPS != 0
+    }
+
+    /// *Gap record* (`docs/LAYOUT.md`, "Gap records"): the record at `st.pos` says its count of
+    /// messages, from `st.seq` on, never reached this segment. Checked like a message (the same
+    /// `intent` re-check proves the count was not torn), then reported as `Lagged` with the
+    /// reader moved past it; a lap over it is reported as the lap. Never `Ok`.
+    fn pass_gap(&self, st: &mut ReaderState) -> Result<(), RecvError> {
+        let missed = self
+            .at(st.pos + layout::RECORD_HEADER)
+            .load(Ordering::Relaxed);
+        let gap = Candidate {
+            pos: st.pos,
+            seq: st.seq,
+            len: 8,
+        };
+        self.check_intact(st, &gap)?;
+        match st.seq.checked_add(missed) {
+            Some(next) if missed > 0 && next < PAD => {
+                st.pos += record_span(8);
+                st.seq = next;
+                Err(RecvError::Lagged { missed })
+            }
+            _ => Err(RecvError::corrupt(
+                "a gap record's count is 0 or runs past sequence number 2^63",
+            )),
+        }
     }
 
     /// A committed record whose length does not fit: a lap in progress (`Ok` after recovering
@@ -992,9 +1099,12 @@ impl<'a> Ring<'a> {
                 ));
             }
             // The missed messages lie between the reader and `head`, 16 bytes each at least,
-            // so a garbage commit word at `head` cannot make up an arbitrary count.
+            // so a garbage commit word at `head` cannot make up an arbitrary count. (Unless gap
+            // records lie between: one stands for any number of messages.)
             let missed = seq - st.seq;
-            if missed > head.saturating_sub(st.pos) / layout::RECORD_HEADER {
+            if missed > head.saturating_sub(st.pos) / layout::RECORD_HEADER
+                && !self.has_gap_records()
+            {
                 return Err(RecvError::corrupt(
                     "the oldest retained sequence number is more than the ring could have held",
                 ));
@@ -1026,21 +1136,22 @@ impl<'a> Ring<'a> {
         }
         check_position(latest, "`latest` is not a multiple of 8 or is beyond 2^63")?;
         let last_seq = self.at(latest).load(Ordering::Relaxed);
-        let Some(next) = self.end_of_message(latest, last_seq, intent) else {
+        let Some((next, next_seq)) = self.end_of_record(latest, last_seq, intent) else {
             return Err(RecvError::corrupt(
                 "the producer is gone and `latest` does not point at a complete message",
             ));
         };
-        if st.seq == last_seq.wrapping_add(1) && st.pos == next {
+        if st.seq == next_seq && st.pos == next {
             return Ok(());
         }
-        if st.seq == last_seq.wrapping_add(2) {
+        if st.seq > next_seq {
             let mut at = next;
-            if self.at(at).load(Ordering::Relaxed) == (st.seq - 1) | PAD && at & self.mask != 0 {
+            if self.at(at).load(Ordering::Relaxed) == next_seq | PAD && at & self.mask != 0 {
                 at = (at | self.mask) + 1;
             }
             let unindexed = self.at(at).load(Ordering::Relaxed);
-            if unindexed == st.seq - 1 && self.end_of_message(at, unindexed, intent) == Some(st.pos)
+            if unindexed == next_seq
+                && self.end_of_record(at, unindexed, intent) == Some((st.pos, st.seq))
             {
                 return Ok(());
             }
@@ -1055,19 +1166,30 @@ impl<'a> Ring<'a> {
         ))
     }
 
-    /// Where the message record at `pos`, with commit word `seq`, ends, if it is a complete
-    /// message the producer announced: a sequence number, a length that fits, and `intent`
-    /// covering it and the word after it without having lapped it.
-    fn end_of_message(&self, pos: u64, seq: u64, intent: u64) -> Option<u64> {
+    /// Where the record at `pos`, with commit word `seq`, ends and the sequence number after it,
+    /// if it is a complete record the producer announced: a sequence number, a length that
+    /// fits (or a gap record's count), and `intent` covering it and the word after it without
+    /// having lapped it.
+    fn end_of_record(&self, pos: u64, seq: u64, intent: u64) -> Option<(u64, u64)> {
         if seq == 0 || seq >= PAD {
             return None;
         }
-        let len = self.at(pos.wrapping_add(8)).load(Ordering::Relaxed) & LEN_MASK;
+        let word = self.at(pos.wrapping_add(8)).load(Ordering::Relaxed);
+        let after = if self.is_gap(pos, word) {
+            let missed = self
+                .at(pos.wrapping_add(layout::RECORD_HEADER))
+                .load(Ordering::Relaxed);
+            seq.checked_add(missed)
+                .filter(|&after| missed > 0 && after < PAD)?
+        } else {
+            seq + 1
+        };
+        let len = word & LEN_MASK;
         if len > self.max_payload() || (pos & self.mask) + record_span(len) > self.capacity() {
             return None;
         }
         let end = pos + record_span(len);
-        (end + 8 <= intent && !self.lapped(intent, pos)).then_some(end)
+        (end + 8 <= intent && !self.lapped(intent, pos)).then_some((end, after))
     }
 
     // ---------------------------------------------------------------- inspection
@@ -1107,10 +1229,20 @@ impl<'a> Ring<'a> {
             }
             let oldest = self.at(head).load(Ordering::Relaxed) & !PAD;
             let newest = self.at(latest).load(Ordering::Relaxed) & !PAD;
+            // After a gap record at `latest`, the next sequence number is past its count.
+            let count = if self.is_gap(
+                latest,
+                self.at(latest.wrapping_add(8)).load(Ordering::Relaxed),
+            ) {
+                self.at(latest.wrapping_add(layout::RECORD_HEADER))
+                    .load(Ordering::Relaxed)
+            } else {
+                1
+            };
             snap.intent = self.intent_after_fence();
             snap.latest = Some(latest);
             snap.oldest_seq = Some(oldest);
-            snap.next_seq = newest.saturating_add(1);
+            snap.next_seq = newest.saturating_add(count);
             if !self.lapped(snap.intent, head) {
                 return snap;
             }
@@ -1139,77 +1271,6 @@ fn check_position(value: u64, problem: &'static str) -> Result<(), RecvError> {
     Ok(())
 }
 
-/// Copies the first `dst.len()` bytes held by `words` into `dst` (`dst.len() <= 8 * words.len()`).
-#[inline]
-pub(crate) fn copy_out(words: &[AtomicU64], dst: &mut [u8]) {
-    let full = dst.len() / 8;
-    let (whole, rest) = dst.split_at_mut(full * 8);
-    // Four words per step: atomic loads are never merged into vector loads, so at least keep
-    // the loop overhead small (criterion read/copy: about a quarter faster at 1-4 KiB).
-    let mut blocks = whole.chunks_exact_mut(32);
-    let mut fours = words[..full].chunks_exact(4);
-    for (block, four) in (&mut blocks).zip(&mut fours) {
-        let [a, b, c, d] = [0, 1, 2, 3].map(|i| four[i].load(Ordering::Relaxed).to_le_bytes());
-        block[0..8].copy_from_slice(&a);
-        block[8..16].copy_from_slice(&b);
-        block[16..24].copy_from_slice(&c);
-        block[24..32].copy_from_slice(&d);
-    }
-    for (chunk, word) in blocks
-        .into_remainder()
-        .chunks_exact_mut(8)
-        .zip(fours.remainder())
-    {
-        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-    }
-    if !rest.is_empty() {
-        let word = words[full].load(Ordering::Relaxed).to_le_bytes();
-        rest.copy_from_slice(&word[..rest.len()]);
-    }
-}
-
-/// Copies `dst.len()` bytes starting at byte `offset` of the payload held by `words`: the
-/// partial word up to the next word boundary, then whole words.
-pub(crate) fn copy_range(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
-    let within = offset % 8;
-    let head = if within == 0 {
-        0
-    } else {
-        (8 - within).min(dst.len())
-    };
-    if head > 0 {
-        let word = words[offset / 8].load(Ordering::Relaxed).to_le_bytes();
-        dst[..head].copy_from_slice(&word[within..within + head]);
-    }
-    let rest = &mut dst[head..];
-    if !rest.is_empty() {
-        copy_out(&words[(offset + head) / 8..], rest);
-    }
-}
-
-/// Writes `src` at byte `offset` of the payload held by `words` (producer only: partial words
-/// are read, merged and stored back, which is safe because only the producer stores).
-pub(crate) fn write_range(words: &[AtomicU64], offset: usize, src: &[u8]) {
-    let mut i = 0;
-    while i < src.len() {
-        let at = offset + i;
-        let word = &words[at / 8];
-        let from = at % 8;
-        let n = (8 - from).min(src.len() - i);
-        let value = if n == 8 {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&src[i..i + 8]);
-            b
-        } else {
-            let mut b = word.load(Ordering::Relaxed).to_le_bytes();
-            b[from..from + n].copy_from_slice(&src[i..i + n]);
-            b
-        };
-        word.store(u64::from_le_bytes(value), Ordering::Relaxed);
-        i += n;
-    }
-}
-
 /// The positions of the cache lines [`Ring::prefetch_ahead`] prefetches after a publish of a
 /// `span`-byte record moved the tail from `from` to `to` (further than `span` when padding
 /// came first): the lines that start in `[from, to)` shifted by the distance, at most
@@ -1221,9 +1282,9 @@ pub(crate) fn write_range(words: &[AtomicU64], offset: usize, src: &[u8]) {
 /// the end of the ring): never on the next record, whose first line a
 /// reader that has caught up is polling (prefetching it only takes the line from that reader,
 /// which fetches it straight back), and never behind the tail on lines this publish has just
-/// written. On a 16-core Xeon this doubled the producer's rate with two consumers at 1 KiB; it
-/// cost a lone 1 KiB producer on a 2-vCPU EPYC about a fifth (docs/BENCHMARKS.md). Below 512
-/// bytes it changes nothing.
+/// written. It pays off when consumers on other cores hold the lines the producer is about to
+/// write, and costs a lone producer a little; docs/BENCHMARKS.md has both. Below 512 bytes it
+/// changes nothing.
 #[inline]
 fn prefetch_window(from: u64, to: u64, span: u64, announced: u64) -> (u64, u64) {
     let distance = PREFETCH_DISTANCE.max(2 * span);
@@ -1295,6 +1356,9 @@ mod tests;
 
 #[cfg(all(test, not(loom)))]
 mod corruption_tests;
+
+#[cfg(all(test, not(loom)))]
+mod gap_tests;
 
 #[cfg(all(test, loom))]
 mod loom_models;

@@ -419,6 +419,7 @@ pub(crate) fn create(
     replace_stale: bool,
     membarrier: bool,
     lossless: Option<LosslessHeader>,
+    gap_records: bool,
 ) -> Result<Mapping, Error> {
     let path = location.path();
     if let Some(reason) = layout::capacity_problem(capacity) {
@@ -428,7 +429,17 @@ pub(crate) fn create(
     // creates the new file first wins, the others then find a live producer.
     for _ in 0..3 {
         match location.open_file(true, Some(CREATE_MODE)) {
-            Ok(file) => return create_new(location, file, capacity, mode, membarrier, lossless),
+            Ok(file) => {
+                return create_new(
+                    location,
+                    file,
+                    capacity,
+                    mode,
+                    membarrier,
+                    lossless,
+                    gap_records,
+                )
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match existing_producer(location)? {
                     Existing::Alive { pid } => return Err(Error::ProducerAlive { path, pid }),
@@ -519,6 +530,7 @@ fn create_new(
     mode: u32,
     membarrier: bool,
     lossless: Option<LosslessHeader>,
+    gap_records: bool,
 ) -> Result<Mapping, Error> {
     let path = location.path();
     let total = DATA_OFFSET + capacity;
@@ -572,7 +584,7 @@ fn create_new(
         reader_slots: lossless.map_or(0, |l| l.reader_slots as usize),
         file: guard.disarm(),
     };
-    init_header(&mapping, capacity, barrier, lossless);
+    init_header(&mapping, capacity, barrier, lossless, gap_records);
     Ok(mapping)
 }
 
@@ -612,6 +624,7 @@ fn init_header(
     capacity: u64,
     barrier: Barrier,
     lossless: Option<LosslessHeader>,
+    gap_records: bool,
 ) {
     let words = mapping.header_words();
     let set = |off: usize, value: u64| words[layout::word(off)].store(value, Ordering::Relaxed);
@@ -622,9 +635,10 @@ fn init_header(
     set(offset::VERSION, u64::from(layout::VERSION));
     set(offset::DATA_OFFSET, DATA_OFFSET);
     set(offset::CAPACITY, capacity);
-    set(offset::FLAGS, 0);
+    let gaps = if gap_records { layout::FLAG_GAPS } else { 0 };
+    set(offset::FLAGS, gaps);
     if let Some(lossless) = lossless {
-        set(offset::FLAGS, layout::FLAG_LOSSLESS);
+        set(offset::FLAGS, gaps | layout::FLAG_LOSSLESS);
         set(offset::READER_SLOTS, lossless.reader_slots);
         set(offset::MAX_BLOCK_NS, lossless.max_block_ns);
         // What the producer's first refresh computes with no reader registered; it stores it
@@ -948,7 +962,7 @@ mod tests {
         hooks::set_before_lock(Some(Box::new(move |p: &Path| {
             seen2.set(std::fs::metadata(p).unwrap().mode() & 0o7777);
         })));
-        let mapping = create(&location, 4096, 0o644, true, false, None).unwrap();
+        let mapping = create(&location, 4096, 0o644, true, false, None, false).unwrap();
         assert_eq!(seen.get(), 0o600, "mode before the lock");
         assert_eq!(
             std::fs::metadata(&path).unwrap().mode() & 0o7777,
@@ -966,7 +980,7 @@ mod tests {
             read_lock(&file);
             *held2.borrow_mut() = Some(file);
         })));
-        let err = create(&location, 4096, 0o644, true, false, None)
+        let err = create(&location, 4096, 0o644, true, false, None, false)
             .err()
             .unwrap();
         hooks::set_before_lock(None);

@@ -39,6 +39,16 @@ fn build(messages: &[Vec<u8>]) -> Vec<u8> {
 
 /// [`build`] with `options` (capacity and unlinking are set here).
 fn build_with(messages: &[Vec<u8>], options: PublisherOptions) -> Vec<u8> {
+    build_with_gaps(messages, &[], options)
+}
+
+/// [`build_with`], with gap records: `(i, missed)` publishes a gap of `missed` messages after
+/// the `i`-th message (counted from 0).
+fn build_with_gaps(
+    messages: &[Vec<u8>],
+    gaps: &[(usize, u64)],
+    options: PublisherOptions,
+) -> Vec<u8> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = std::env::temp_dir().join(format!(
         "shmcast-golden-{}-{}",
@@ -51,8 +61,11 @@ fn build_with(messages: &[Vec<u8>], options: PublisherOptions) -> Vec<u8> {
         .unlink_on_drop(false)
         .create_path(&path)
         .expect("create golden segment");
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         publisher.publish(m).expect("publish");
+        for &(_, missed) in gaps.iter().filter(|&&(at, _)| at == i) {
+            publisher.publish_gap(missed).expect("publish_gap");
+        }
     }
     drop(publisher);
     let mut bytes = fs::read(&path).expect("read golden segment");
@@ -112,6 +125,19 @@ fn goldens() -> Vec<Golden> {
             .max_block(Some(std::time::Duration::from_secs(2))),
     );
     let wrapped_bytes = build(&wrapped());
+    // Gap records (docs/LAYOUT.md, "Gap records"): among messages that wrap the ring, and last,
+    // so that `newest` and `next` join at one. Payloads are generated from their position in
+    // the list, not from their sequence number, which the gaps move on.
+    let gap_list: Vec<(usize, u64)> = (0..200)
+        .filter(|i| i % 13 == 5)
+        .map(|i| (i, 1 + i as u64 % 4))
+        .chain([(199, 7)])
+        .collect();
+    let gaps_bytes = build_with_gaps(
+        &wrapped(),
+        &gap_list,
+        PublisherOptions::new().gap_records(true),
+    );
     let patched = |base: &[u8], at: usize, value: u64| {
         let mut b = base.to_vec();
         put_word(&mut b, at, value);
@@ -160,12 +186,13 @@ fn goldens() -> Vec<Golden> {
             patched(&few_bytes, offset::VERSION, 2),
             "unsupported_version",
         ),
-        // Bit 0 is lossless mode; bit 1 is unknown.
+        // Bit 0 is lossless mode, bit 1 gap records; bit 2 is unknown.
         bad(
             "unsupported_flags",
-            patched(&few_bytes, offset::FLAGS, 2),
+            patched(&few_bytes, offset::FLAGS, 4),
             "unsupported_flags",
         ),
+        ok("gaps", gaps_bytes),
         ok("lossless", lossless_bytes.clone()),
         bad(
             "lossless_no_slots",
