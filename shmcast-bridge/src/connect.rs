@@ -1,0 +1,94 @@
+//! Connecting to NATS: forever, with back-off, logging every connection event.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+
+use crate::log;
+
+/// The longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why the bridge cannot start talking to NATS.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// `--nats` is not a NATS URL.
+    BadUrl(String, String),
+    /// The client refused its options (not a network problem: those are retried).
+    Client(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::BadUrl(url, why) => write!(
+                f,
+                "--nats {url:?} is not a NATS server address ({why}); expected e.g. nats://127.0.0.1:4222"
+            ),
+            ConnectError::Client(why) => write!(f, "cannot set up the NATS client: {why}"),
+        }
+    }
+}
+
+/// Wait before reconnection attempt `attempt` (1, 2, …): 10 ms doubling up to [`MAX_BACKOFF`].
+fn backoff(attempt: usize) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16) as u32;
+    Duration::from_millis(10u64.saturating_mul(1 << exp)).min(MAX_BACKOFF)
+}
+
+/// Connects to `url` as `name`: returns at once, the client connecting (and reconnecting after
+/// any loss of the server) in the background for as long as the process runs. Messages are not
+/// echoed back to the connection that published them.
+pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
+    url.parse::<ServerAddr>()
+        .map_err(|e| ConnectError::BadUrl(url.to_owned(), e.to_string()))?;
+    let shown = url.to_owned();
+    let client = ConnectOptions::new()
+        .name(name)
+        .no_echo()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(backoff)
+        .event_callback(move |event| {
+            let url = shown.clone();
+            async move {
+                match event {
+                    Event::Connected => log!("connected to {url}"),
+                    Event::Disconnected => log!("disconnected from {url}; reconnecting"),
+                    other => log!("NATS event from {url}: {other}"),
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|e| ConnectError::Client(e.to_string()))?;
+    let watched = client.clone();
+    let url = url.to_owned();
+    tokio::spawn(async move {
+        // The client says nothing while its first connection keeps failing: say it here.
+        let mut waited = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if watched.connection_state() == async_nats::connection::State::Connected {
+                return;
+            }
+            waited += 1;
+            if waited.is_power_of_two() {
+                log!("cannot reach a NATS server at {url} yet ({waited} s); still trying");
+            }
+        }
+    });
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(10));
+        assert_eq!(backoff(2), Duration::from_millis(20));
+        assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+}
