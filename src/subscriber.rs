@@ -704,6 +704,7 @@ pub(crate) fn segment_info(mapping: &Mapping, path: PathBuf) -> SegmentInfo {
     let ring = mapping.ring();
     let snap = ring.snapshot();
     let registry = mapping.registry().map(|(registry, _)| registry);
+    let (wake_seq, parked, throttle) = mapping.wake_words().values();
     SegmentInfo {
         path,
         version: id.version,
@@ -725,6 +726,9 @@ pub(crate) fn segment_info(mapping: &Mapping, path: PathBuf) -> SegmentInfo {
             .then(|| Duration::from_nanos(id.max_block_ns)),
         evictions: registry.map_or(0, |r| r.evictions()),
         readers: registry.map_or_else(Vec::new, |r| r.readers(snap.next_seq, ring.approx_tail())),
+        wake_seq,
+        parked: parked != 0,
+        wake_throttled: throttle != 0,
     }
 }
 
@@ -902,6 +906,13 @@ pub struct SegmentInfo {
     pub evictions: u64,
     /// The registered readers, with their lag (lossless segments).
     pub readers: Vec<crate::RegisteredReader>,
+    /// The futex word `wake_seq`: how many times (wrapping at 2^32) the producer has woken
+    /// parked readers or started a throttle (docs/LAYOUT.md, "Waiting and waking").
+    pub wake_seq: u32,
+    /// Whether some reader may be parked (`parked` is not zero; it says nothing of how many).
+    pub parked: bool,
+    /// Whether the producer is throttling its wake-up calls (`wake_throttle`).
+    pub wake_throttled: bool,
 }
 
 /// The messages of a [`Subscriber`], read one by one with [`Subscriber::recv`]: see

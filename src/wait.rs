@@ -272,6 +272,35 @@ impl<'a> WakeWords<'a> {
         self.throttle
     }
 
+    /// The values of `wake_seq`, `parked` and `wake_throttle` (for display: `shmcast stat`).
+    /// `parked` is loaded through this process's mapping of the subscriber area, which is
+    /// read-only where it cannot park.
+    #[cfg(not(loom))]
+    pub(crate) fn values(&self) -> (u32, u32, u32) {
+        let parked = match self.parked {
+            Some(parked) => parked.load(Ordering::Relaxed),
+            None => {
+                let at = crate::layout::PARKED - crate::layout::WAKE_SEQ;
+                // SAFETY: `wake_seq` is the first word of the subscriber area, which every
+                // mapping of a segment maps whole (docs/LAYOUT.md: one 4 KiB page), so the word
+                // `PARKED - WAKE_SEQ` bytes on is in bounds and 4-byte aligned for as long as
+                // `wake_seq` lives. It is only loaded atomically (valid on read-only memory).
+                let word = unsafe {
+                    &*(self.wake_seq as *const AtomicU32)
+                        .cast::<u8>()
+                        .add(at)
+                        .cast::<AtomicU32>()
+                };
+                word.load(Ordering::Relaxed)
+            }
+        };
+        (
+            self.wake_seq.load(Ordering::Relaxed),
+            parked,
+            self.throttle.load(Ordering::Relaxed),
+        )
+    }
+
     /// Whether a parking reader must call `membarrier` rather than rely on its own fence.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn needs_membarrier(&self) -> bool {

@@ -17,6 +17,7 @@ use shmcast::{
 };
 
 mod admin;
+mod stat;
 
 use shmcast_cli::{catch_signals, parse_bytes, parse_seconds, MAX_SECONDS};
 
@@ -45,6 +46,8 @@ enum Command {
     List(admin::ListArgs),
     /// Remove the segments whose producer is dead.
     Clean(admin::CleanArgs),
+    /// Watch a segment: publish rate, retained window, wake-ups, readers' lag, per interval.
+    Stat(stat::StatArgs),
 }
 
 #[derive(clap::Args)]
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect(args),
         Command::List(args) => admin::list(args),
         Command::Clean(args) => admin::clean(args),
+        Command::Stat(args) => stat::stat(args),
     };
     // `publish` stopped by a signal has removed its segment (unless --keep): now die of it.
     if let Some(signal) = stop_signal() {
