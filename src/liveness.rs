@@ -1,6 +1,6 @@
 //! Producer liveness: the lock a producer holds on its segment for as long as it lives
-//! (docs/LAYOUT.md, "Producer liveness"), how others test it, and the safe removal of a segment
-//! whose producer died.
+//! (docs/LAYOUT.md, "Producer liveness"), and how others test it. Removing a dead producer's
+//! segment is `stale.rs`'s business.
 //!
 //! The lock is an open-file-description lock (`fcntl(F_OFD_SETLK)`), a write lock on byte 0 of
 //! the file. The kernel releases it when the producer's descriptor is closed, however the
