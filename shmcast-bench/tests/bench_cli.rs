@@ -1,4 +1,4 @@
-//! Smoke tests of `shmcast bench` (docs/CLI.md, "shmcast bench"): it finishes, every line of
+//! Smoke tests of `shmcast-bench` (docs/CLI.md, "shmcast-bench"): it finishes, every line of
 //! `--json` parses, every measurement appears with positive values, nothing is left in
 //! /dev/shm, and its errors are clear. Nothing here asserts anything about speed.
 
@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Runs `shmcast ARGS`, killing it if it takes longer than `limit`.
+/// Runs `shmcast-bench ARGS`, killing it if it takes longer than `limit`.
 fn shmcast(args: &[&str], limit: Duration) -> (Output, u32) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shmcast"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmcast-bench"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -64,7 +64,7 @@ fn leftovers(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Runs `shmcast ARGS` as [`shmcast`] does and checks that it succeeded, did not panic and
+/// Runs `shmcast-bench ARGS` as [`shmcast`] does and checks that it succeeded, did not panic and
 /// left no segment behind.
 fn succeeded(args: &[&str], limit: Duration) -> Output {
     let (output, pid) = shmcast(args, limit);
@@ -102,7 +102,7 @@ fn text(v: &Value, key: &str) -> String {
 
 #[test]
 fn quick_json_run_reports_every_measurement() {
-    let output = succeeded(&["bench", "--quick", "--json"], Duration::from_secs(300));
+    let output = succeeded(&["--quick", "--json"], Duration::from_secs(300));
 
     let results = lines(&output);
     let mut latency = BTreeSet::new();
@@ -327,7 +327,7 @@ fn check_wake_and_idle(rows: &[Value], wait: &str) {
 #[test]
 fn wake_and_idle_parts_report_json() {
     let output = succeeded(
-        &["bench", "--quick", "--json", "--only", "wake,idle"],
+        &["--quick", "--json", "--only", "wake,idle"],
         Duration::from_secs(120),
     );
     check_wake_and_idle(&lines(&output), "block");
@@ -337,7 +337,6 @@ fn wake_and_idle_parts_report_json() {
 fn wait_flag_reaches_the_shm_readers() {
     let output = succeeded(
         &[
-            "bench",
             "--quick",
             "--json",
             "--wait",
@@ -370,7 +369,7 @@ fn wait_flag_reaches_the_shm_readers() {
         assert_eq!(text(v, "wait"), "block", "{v}");
     }
 
-    let (output, _) = shmcast(&["bench", "--wait", "busy"], Duration::from_secs(60));
+    let (output, _) = shmcast(&["--wait", "busy"], Duration::from_secs(60));
     assert_eq!(output.status.code(), Some(2));
 }
 
@@ -384,7 +383,6 @@ fn table_run_on_one_cpu_says_it_is_not_pinned() {
         .to_string();
     let output = succeeded(
         &[
-            "bench",
             "--quick",
             "--cpus",
             &cpu,
@@ -414,14 +412,7 @@ fn table_run_on_one_cpu_says_it_is_not_pinned() {
 #[test]
 fn throughput_table_shows_each_lossless_row_under_its_lossy_one() {
     let output = succeeded(
-        &[
-            "bench",
-            "--quick",
-            "--only",
-            "throughput",
-            "--sizes",
-            "64,4096",
-        ],
+        &["--quick", "--only", "throughput", "--sizes", "64,4096"],
         Duration::from_secs(120),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -457,7 +448,6 @@ fn go_reader_throughput_rows_include_a_lossless_one() {
     }
     let output = succeeded(
         &[
-            "bench",
             "--quick",
             "--json",
             "--only",
@@ -489,7 +479,6 @@ fn go_reader_throughput_rows_include_a_lossless_one() {
 fn a_missing_go_reader_is_a_clear_error() {
     let (output, _) = shmcast(
         &[
-            "bench",
             "--quick",
             "--consumer",
             "go",
@@ -502,16 +491,19 @@ fn a_missing_go_reader_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(
         stderr.trim(),
-        "shmcast: error: --go-reader /nonexistent/shmcast-bench-reader: no such file"
+        "shmcast-bench: error: --go-reader /nonexistent/shmcast-bench-reader: no such file"
     );
 }
 
 #[test]
 fn bad_sizes_and_cpus_are_refused() {
-    let (output, _) = shmcast(&["bench", "--sizes", "4"], Duration::from_secs(60));
+    let (output, _) = shmcast(&["--sizes", "4"], Duration::from_secs(60));
     assert_eq!(output.status.code(), Some(2));
-    let (output, _) = shmcast(&["bench", "--cpus", "100000"], Duration::from_secs(60));
+    let (output, _) = shmcast(&["--cpus", "100000"], Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with("shmcast: error: --cpus"), "{stderr}");
+    assert!(
+        stderr.starts_with("shmcast-bench: error: --cpus"),
+        "{stderr}"
+    );
 }

@@ -46,6 +46,7 @@ pub fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
 /// `CLOCK_REALTIME` in nanoseconds since the Unix epoch (0 before 1970, saturating in 2554):
 /// the unit of the header's `last_publish_ns`, and the clock both sides of a timestamp
 /// measurement read.
+#[inline]
 pub fn unix_now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,35 +1,30 @@
 //! Where the two CPUs sit, and what it does to large-message throughput.
 //!
-//! `cargo bench --bench placement [-- ROUNDS [SIZE [CAPACITY_MIB]]]` (defaults: 30 rounds,
+//! `cargo bench -p shmcast-bench --bench placement [-- ROUNDS [SIZE [CAPACITY_MIB]]]` (defaults: 30 rounds,
 //! 4096 bytes, a 4 MiB ring). Each round, on the first two CPUs this process may use:
 //!
 //! 1. the one-cache-line floor: a word bounced 20 000 times between the two threads, one-way
-//!    median (round trip / 2), as in `shmcast bench`;
+//!    median (round trip / 2), measured by the harness's own floor (`shmcast_bench::floor`);
 //! 2. throughput: a producer thread publishes 20 000 messages as fast as it can while a
 //!    subscriber thread copies and checksums each one (both rates are printed, and the messages
 //!    the subscriber lost to laps);
 //! 3. the same producer alone, on a second segment nobody reads.
 //!
 //! Threads rather than processes: the caches see the same traffic either way, and one
-//! process can interleave the three parts tightly. On a VM whose vCPUs move between host
+//! process can interleave the three parts tightly. The CPUs are the harness's (`shmcast_bench::sys`). On a VM whose vCPUs move between host
 //! cores, the floor of each round tells which placement the round ran in, so the rounds can
 //! be grouped by it (docs/BENCHMARKS.md, "Why 1 and 4 KiB throughput is bimodal here").
 
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 use shmcast::{Publisher, RecvError, StartAt, Subscriber};
-use std::sync::atomic::{AtomicU64, Ordering};
+use shmcast_bench::floor;
+use shmcast_bench::sys::{allowed_cpus, pin_current_thread};
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-const BOUNCES: u64 = 20_000;
+const BOUNCES: usize = 20_000;
 const MESSAGES: u64 = 20_000;
 
-/// The bounced word, alone on its cache lines.
-#[repr(align(128))]
-struct Line(AtomicU64);
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> shmcast_bench::Result<()> {
     // `cargo bench` passes `--bench`; only numbers are ours.
     let args: Vec<u64> = std::env::args()
         .skip(1)
@@ -49,26 +44,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lone_name = format!("/shmcast-placement-lone-{}", std::process::id());
     let mut publisher = Publisher::options().capacity(capacity).create(&name)?;
     let mut lone = Publisher::options().capacity(capacity).create(&lone_name)?;
-    let line = Arc::new(Line(AtomicU64::new(0)));
     let barrier = Arc::new(Barrier::new(2));
 
     let consumer = {
-        let (line, barrier) = (line.clone(), barrier.clone());
+        let barrier = barrier.clone();
         let mut sub = Subscriber::open(&name, StartAt::Beginning)?;
         std::thread::spawn(move || -> Result<Vec<(f64, u64)>, String> {
-            // Every error waits until the end: the producer thread counts on this one to
-            // bounce the floor's word and to meet it at the barriers, every round.
-            let mut failure = pin(consumer_cpu).err();
+            // Every error waits until the end: the producer thread counts on this one to meet
+            // it at the barrier, every round.
+            let mut failure = pin_current_thread(consumer_cpu)
+                .err()
+                .map(|e| e.to_string());
             let mut buf = vec![0u8; size];
             let mut rates = Vec::new();
             for _ in 0..rounds {
-                barrier.wait();
-                for k in 0..BOUNCES {
-                    while line.0.load(Ordering::Acquire) != 2 * k + 1 {
-                        std::hint::spin_loop();
-                    }
-                    line.0.store(2 * k + 2, Ordering::Release);
-                }
                 barrier.wait();
                 match consume(&mut sub, &mut buf) {
                     Ok(rate) => rates.push(rate),
@@ -79,21 +68,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
-    pin(producer_cpu)?;
+    pin_current_thread(producer_cpu)?;
     let payload = vec![0x5Au8; size];
     let mut rows = Vec::new();
     for _ in 0..rounds {
-        line.0.store(0, Ordering::SeqCst);
-        barrier.wait();
-        let mut rtts = Vec::with_capacity(BOUNCES as usize);
-        for k in 0..BOUNCES {
-            let start = Instant::now();
-            line.0.store(2 * k + 1, Ordering::Release);
-            while line.0.load(Ordering::Acquire) != 2 * k + 2 {
-                std::hint::spin_loop();
-            }
-            rtts.push(start.elapsed().as_nanos() as u64);
-        }
+        // The consumer thread waits at the barrier meanwhile: the floor's own thread has its CPU.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut rtts = floor::bounce(Some(consumer_cpu), BOUNCES, 0, deadline, false)?;
         rtts.sort_unstable();
         let floor_ns = rtts[rtts.len() / 2] / 2;
         barrier.wait();
@@ -158,17 +139,4 @@ fn publish_rate(publisher: &mut Publisher, payload: &[u8]) -> Result<f64, shmcas
         publisher.publish(payload)?;
     }
     Ok(MESSAGES as f64 / start.elapsed().as_secs_f64())
-}
-
-fn allowed_cpus() -> nix::Result<Vec<usize>> {
-    let set = sched_getaffinity(Pid::from_raw(0))?;
-    Ok((0..CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap_or(false))
-        .collect())
-}
-
-fn pin(cpu: usize) -> Result<(), String> {
-    let mut set = CpuSet::new();
-    set.set(cpu).map_err(|e| e.to_string())?;
-    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("pinning to CPU {cpu}: {e}"))
 }
