@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::json;
 use shmcast::layout::{self, offset};
-use shmcast::{pattern, Error, PublisherOptions, RecvError, StartAt, Subscriber};
+use shmcast::{pattern, PublisherOptions, RecvError, StartAt, Subscriber};
+
+mod common;
 
 const CAPACITY: u64 = 4096;
 /// Fixed values patched over the fields that depend on when and by whom a file was made.
@@ -213,19 +215,6 @@ fn goldens() -> Vec<Golden> {
     ]
 }
 
-fn kind(e: &Error) -> &'static str {
-    match e {
-        Error::Truncated { .. } => "truncated",
-        Error::NotInitialized { .. } => "not_initialized",
-        Error::BadMagic { .. } => "bad_magic",
-        Error::UnsupportedVersion { .. } => "unsupported_version",
-        Error::UnsupportedFlags { .. } => "unsupported_flags",
-        Error::InvalidHeader { .. } => "invalid_header",
-        Error::SizeMismatch { .. } => "size_mismatch",
-        other => panic!("unexpected error kind: {other}"),
-    }
-}
-
 const STARTS: [(&str, StartAt); 4] = [
     ("beginning", StartAt::Beginning),
     ("oldest", StartAt::Oldest),
@@ -310,7 +299,7 @@ fn golden_files_match_the_layout_and_read_as_expected() {
         match g.expect {
             Some(expected_kind) => {
                 let err = Subscriber::open_path(&path, StartAt::Beginning).unwrap_err();
-                assert_eq!(kind(&err), expected_kind, "{file}: {err}");
+                assert_eq!(common::error_kind(&err), expected_kind, "{file}: {err}");
             }
             None => {
                 for (start_name, start) in STARTS {

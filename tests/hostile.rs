@@ -1155,7 +1155,7 @@ fn hand_made() -> Vec<(&'static str, Vec<u8>)> {
 fn transcript(path: &Path, start: StartAt) -> Vec<String> {
     let mut subscriber = match Subscriber::open_path(path, start) {
         Ok(s) => s,
-        Err(e) => return vec![format!("open {}", error_kind(&e))],
+        Err(e) => return vec![format!("open {}", common::error_kind(&e))],
     };
     let mut lines = Vec::new();
     let mut buf = Vec::new();
@@ -1168,41 +1168,13 @@ fn transcript(path: &Path, start: StartAt) -> Vec<String> {
             Ok(seq) => lines.push(format!("msg {seq} {} {:016x}", buf.len(), fnv1a(&buf))),
             Err(RecvError::Lagged { missed }) => lines.push(format!("lagged {missed}")),
             Err(e) => {
-                lines.push(format!("end {}", recv_kind(&e)));
+                lines.push(format!("end {}", common::recv_kind(&e)));
                 return lines;
             }
         }
     }
     lines.push("end did_not_end".into());
     lines
-}
-
-fn recv_kind(e: &RecvError) -> &'static str {
-    match e {
-        RecvError::ProducerGone { .. } => "producer_gone",
-        RecvError::Corrupt(_) => "corrupt",
-        RecvError::Timeout => "timeout",
-        other => panic!("unexpected end of a read: {other:?}"),
-    }
-}
-
-fn error_kind(e: &Error) -> &'static str {
-    match e {
-        Error::Truncated { .. } => "truncated",
-        Error::NotInitialized { .. } => "not_initialized",
-        Error::BadMagic { .. } => "bad_magic",
-        Error::UnsupportedVersion { .. } => "unsupported_version",
-        Error::UnsupportedFlags { .. } => "unsupported_flags",
-        // Joining found the index words inconsistent: Rust reports the header invalid, with
-        // the ring's reason; Go returns its *CorruptError. The transcripts name it one way.
-        Error::InvalidHeader { reason, .. } if reason.starts_with("corrupt segment:") => {
-            "join_corrupt"
-        }
-        Error::InvalidHeader { .. } => "invalid_header",
-        Error::SizeMismatch { .. } => "size_mismatch",
-        Error::Recv(e) => recv_kind(e),
-        other => panic!("unexpected error opening a corpus file: {other}"),
-    }
 }
 
 /// FNV-1a, 64 bits: a payload's fingerprint in the transcripts (Go: `hash/fnv`).

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -21,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shmcast::{layout, pattern, Error, Publisher, RecvError, StartAt, Subscriber};
+
+mod common;
 
 /// The test that children run; it does nothing unless [`ROLE_VAR`] is set.
 const CHILD_TEST: &str = "child_process_entry";
@@ -613,30 +614,6 @@ fn joiner() {
 /// designed for.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn unique_name(what: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "/shmcast-mp-{what}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes the segment's file when the test ends, whether it passed or not.
-struct SegmentGuard(PathBuf);
-
-impl SegmentGuard {
-    fn new(name: &str) -> Self {
-        SegmentGuard(PathBuf::from(format!("/dev/shm{name}")))
-    }
-}
-
-impl Drop for SegmentGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A command for a child of this test binary in `role`.
 fn child(role: &str, name: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
@@ -890,8 +867,7 @@ fn field(map: &HashMap<String, u64>, key: &str, context: &str) -> u64 {
 #[test]
 fn consumers_in_other_processes_account_for_every_message_and_see_no_corruption() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let name = unique_name("all");
-    let _segment = SegmentGuard::new(&name);
+    let (name, _segment) = common::shm_name("mp-all");
     let mut procs = Processes::new();
 
     // Consumers first: they must cope with a segment that does not exist yet.
@@ -960,8 +936,7 @@ fn consumers_in_other_processes_account_for_every_message_and_see_no_corruption(
 #[test]
 fn consumers_joining_mid_stream_start_where_they_should_and_read_consecutively() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let name = unique_name("join");
-    let _segment = SegmentGuard::new(&name);
+    let (name, _segment) = common::shm_name("mp-join");
     let mut procs = Processes::new();
 
     let producer = procs.spawn("producer", child("producer-until-stop", &name));
@@ -1047,8 +1022,7 @@ fn parked_consumers_are_woken_for_every_message_and_idle_publishing_makes_no_wak
 
 fn parked_consumers_run(force_fence: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let name = unique_name("parked");
-    let _segment = SegmentGuard::new(&name);
+    let (name, _segment) = common::shm_name("mp-parked");
     let mut procs = Processes::new();
     let mut cmd = child("paced-producer", &name);
     if force_fence {
@@ -1141,8 +1115,7 @@ fn parked_consumers_run(force_fence: bool) {
 #[test]
 fn a_killed_producer_is_reported_gone_and_a_new_one_replaces_its_segment() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let name = unique_name("killed");
-    let _segment = SegmentGuard::new(&name);
+    let (name, _segment) = common::shm_name("mp-killed");
     let mut rng = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1207,8 +1180,7 @@ fn a_stopped_consumer_reports_exactly_what_it_missed() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let name = unique_name("stopped");
-    let _segment = SegmentGuard::new(&name);
+    let (name, _segment) = common::shm_name("mp-stopped");
     let mut procs = Processes::new();
     let producer = procs.spawn("paced-producer", child("paced-producer", &name));
     procs.wait_for(producer, "CREATED");

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use shmcast::{Error, RecvError};
+
 /// A name no other test (in this or another test process) uses: `shmcast-test-TAG-PID-N`.
 pub fn unique(tag: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -75,5 +77,35 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How a read ended, as the golden and hostile-corpus transcripts name it (Go names it alike).
+pub fn recv_kind(e: &RecvError) -> &'static str {
+    match e {
+        RecvError::ProducerGone { .. } => "producer_gone",
+        RecvError::Corrupt(_) => "corrupt",
+        RecvError::Timeout => "timeout",
+        other => panic!("unexpected end of a read: {other:?}"),
+    }
+}
+
+/// Why opening a segment failed, as the golden and hostile-corpus transcripts name it.
+pub fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Truncated { .. } => "truncated",
+        Error::NotInitialized { .. } => "not_initialized",
+        Error::BadMagic { .. } => "bad_magic",
+        Error::UnsupportedVersion { .. } => "unsupported_version",
+        Error::UnsupportedFlags { .. } => "unsupported_flags",
+        // Joining found the index words inconsistent: Rust reports the header invalid, with
+        // the ring's reason; Go returns its *CorruptError. The transcripts name it one way.
+        Error::InvalidHeader { reason, .. } if reason.starts_with("corrupt segment:") => {
+            "join_corrupt"
+        }
+        Error::InvalidHeader { .. } => "invalid_header",
+        Error::SizeMismatch { .. } => "size_mismatch",
+        Error::Recv(e) => recv_kind(e),
+        other => panic!("unexpected error opening a corpus file: {other}"),
     }
 }
