@@ -17,17 +17,6 @@ import (
 	"github.com/shmcast/shmcast/go-client/internal/segtest"
 )
 
-func segment(t *testing.T, capacity uint64) (*segtest.Writer, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "seg")
-	w, unmap, err := segtest.Create(path, capacity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(unmap)
-	return w, path
-}
-
 func runTail(args ...string) (code int, stdout, stderr string) {
 	var o, e bytes.Buffer
 	code = run(args, &o, &e)
@@ -35,7 +24,7 @@ func runTail(args ...string) (code int, stdout, stderr string) {
 }
 
 func TestJSON(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	var want strings.Builder
 	for i := range 5 {
 		seq, _ := w.PublishPattern(i * 3)
@@ -54,7 +43,7 @@ func TestJSON(t *testing.T) {
 }
 
 func TestLaggedAndVerify(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	for range 100 {
 		w.PublishPattern(300)
 	}
@@ -77,7 +66,7 @@ func TestLaggedAndVerify(t *testing.T) {
 }
 
 func TestVerifyCorrupt(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	w.PublishPattern(10)
 	w.Publish([]byte("not the pattern"))
 	code, out, errOut := runTail(path, "--verify", "--timeout", "0")
@@ -87,7 +76,7 @@ func TestVerifyCorrupt(t *testing.T) {
 }
 
 func TestCountAndTimeout(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	for range 5 {
 		w.PublishPattern(8)
 	}
@@ -104,7 +93,7 @@ func TestCountAndTimeout(t *testing.T) {
 // TestWait: --wait changes how the reader waits, never what it prints, and
 // a live tail with every strategy sees messages published while it waits.
 func TestWait(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	for range 5 {
 		w.PublishPattern(8)
 	}
@@ -143,7 +132,7 @@ func TestWait(t *testing.T) {
 }
 
 func TestHuman(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	w.Publish([]byte("hello world"))
 	w.Publish([]byte{0xff, 0x00})
 	code, out, _ := runTail(path, "--timeout", "0")
@@ -185,7 +174,7 @@ const gone = "shmcast-tail: the producer has exited; no more messages will arriv
 // when --count was reached first. Each run must end well before the
 // generous bound (the liveness test runs every 100 ms).
 func TestProducerGone(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	for range 3 {
 		w.PublishPattern(10)
 	}
@@ -227,7 +216,7 @@ func TestProducerGone(t *testing.T) {
 // not lossless; an eviction is one line on standard error, and reading
 // goes on as a lossy reader with the same summary.
 func TestLossless(t *testing.T) {
-	lossy, lossyPath := segment(t, 4096)
+	lossy, lossyPath := segtest.Temp(t, 4096)
 	lossy.PublishPattern(10)
 	code, out, errOut := runTail(lossyPath, "--lossless", "--timeout", "0")
 	if code != 1 || out != "" || !strings.HasPrefix(errOut, "shmcast-tail: error: shmcast: cannot register as a lossless reader of "+lossyPath+": it is not a lossless segment") {
@@ -291,7 +280,7 @@ func TestLossless(t *testing.T) {
 // before the tail notices that its producer is gone, the tail says so
 // (status 0: the stream it followed ended normally).
 func TestProducerReplaced(t *testing.T) {
-	w, path := segment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	w.PublishPattern(10)
 	w.PublishPattern(20)
 	type result struct {
