@@ -1136,6 +1136,44 @@ fn hand_made() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("intent_zero", edit(&[(offset::INTENT, 0)])),
         ("head_garbage_seq", edit(&[(ring(head), 1 << 40)])),
+        // Gap records ("Gap records" in docs/LAYOUT.md) with impossible counts, one where the
+        // flag does not allow it (an 8-byte message whose length word has its high half set),
+        // and a forged commit word at `head`, which gap records make impossible to bound.
+        (
+            "gap_count_zero",
+            edit(&[
+                (offset::FLAGS, layout::FLAG_GAPS),
+                (ring(recs[35] + 8), layout::GAP_LENGTH_WORD),
+                (ring(recs[35] + 16), 0),
+            ]),
+        ),
+        (
+            "gap_count_past_2_pow_63",
+            edit(&[
+                (offset::FLAGS, layout::FLAG_GAPS),
+                (ring(recs[35] + 8), layout::GAP_LENGTH_WORD),
+                (ring(recs[35] + 16), PAD - 36),
+            ]),
+        ),
+        (
+            "gap_at_latest_count_zero",
+            edit(&[
+                (offset::FLAGS, layout::FLAG_GAPS),
+                (ring(latest + 8), layout::GAP_LENGTH_WORD),
+                (ring(latest + 16), 0),
+            ]),
+        ),
+        (
+            "gap_word_without_flag",
+            edit(&[
+                (ring(recs[35] + 8), layout::GAP_LENGTH_WORD),
+                (ring(recs[35] + 16), 3),
+            ]),
+        ),
+        (
+            "gap_head_garbage_seq",
+            edit(&[(offset::FLAGS, layout::FLAG_GAPS), (ring(head), 1 << 40)]),
+        ),
         // A producer killed between committing message 41 and indexing it: the one record
         // past `latest` a reader may deliver and still end cleanly.
         (
