@@ -52,6 +52,7 @@
 // helpers those use are expectedly dead there.
 #![cfg_attr(loom, allow(dead_code))]
 
+mod copy;
 mod error;
 pub mod layout;
 pub mod pattern;
