@@ -11,12 +11,18 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p shmcast --all-targets --features async -- -D warnings
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc -p shmcast --no-deps --features async --quiet
 
 step "cargo test: unit, loom-free protocol tests, golden files, errors, CLI, multi-process, doc examples"
 cargo test --workspace
+
+step "the async feature: AsyncSubscriber against a producer process, its doc examples, 1000 idle subscribers all woken"
+cargo test -p shmcast --features async --test async_multiprocess --doc
+cargo run --quiet --features async --example async_idle -- 1000 100 2
 
 step "the library as a dependency: its dependency list, MSRV, cargo package"
 bash scripts/check_package.sh
@@ -25,13 +31,13 @@ step "loom models of the ring protocol (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTI
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
     CARGO_TARGET_DIR=target/loom cargo test --release --lib loom
 
-step "release build of the CLI, and the benchmarks compile"
-cargo build --release -p shmcast-cli
+step "release build of the CLI and the benchmark harness, and the benchmarks compile"
+cargo build --release -p shmcast-cli -p shmcast-bench
 cargo bench --no-run --quiet
 
-step "shmcast bench --quick and two rounds of the placement bench (smoke runs: they assert nothing about speed)"
-target/release/shmcast bench --quick
-cargo bench --quiet --bench placement -- 2
+step "shmcast-bench --quick and two rounds of the placement bench (smoke runs: they assert nothing about speed)"
+target/release/shmcast-bench --quick
+cargo bench --quiet -p shmcast-bench --bench placement -- 2
 
 step "Go reader: gofmt, vet, arm64 cross-compile, tests (+ -race), live interop with the Rust CLI, fuzz"
 SHMCAST_BIN="$PWD/target/release/shmcast" bash go-client/check.sh

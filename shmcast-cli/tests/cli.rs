@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use shmcast::pattern;
 
-#[path = "../../tests/common/mod.rs"]
 mod common;
-use common::{shm_name, unique, Cleanup};
+use common::{assert_ok, shm_name, stderr, stdout, unique, Cleanup};
 
 /// `shmcast` with the arguments of `cmdline` (split at spaces, `NAME` replaced by `name`).
 fn command(cmdline: &str, name: &str) -> Command {
@@ -86,26 +85,6 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts that the command succeeded, printing nothing on standard error.
-#[track_caller]
-fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success() && output.stderr.is_empty(),
-        "expected success, got {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        stderr(output)
-    );
 }
 
 /// Asserts exit status 1 and exactly one line `shmcast: error: …` containing `needle` on

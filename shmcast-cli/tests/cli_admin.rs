@@ -15,9 +15,8 @@ use shmcast::{
     layout, pattern, remove_stale_segment, Error, Publisher, Removal, StartAt, Subscriber,
 };
 
-#[path = "../../tests/common/mod.rs"]
 mod common;
-use common::{unique, Cleanup, TempDir};
+use common::{assert_ok, stdout, unique, Cleanup, TempDir};
 
 fn shmcast(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shmcast"))
@@ -25,21 +24,6 @@ fn shmcast(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run shmcast")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
-}
-
-#[track_caller]
-fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success() && output.stderr.is_empty(),
-        "expected success, got {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// `shmcast list --json ARGS`, parsed: one object per line.
