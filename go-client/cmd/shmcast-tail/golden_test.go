@@ -13,8 +13,26 @@ import (
 // the Rust crate and compares its standard output byte for byte with the
 // lines `shmcast tail --json` printed (../../../testdata/golden/README.md).
 // A missing manifest is a failure: the files are part of the repository.
+//
+// The files are copied first: a reader that may park stores to the
+// segment's subscriber page, and the committed files must stay as written.
 func TestGoldenTail(t *testing.T) {
-	checkGoldenTail(t, filepath.Join("..", "..", "..", "testdata", "golden"))
+	src := filepath.Join("..", "..", "..", "testdata", "golden")
+	dir := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatalf("golden files: %v", err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkGoldenTail(t, dir)
 }
 
 func checkGoldenTail(t *testing.T, dir string) {
