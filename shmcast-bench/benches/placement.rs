@@ -13,7 +13,7 @@
 //! Threads rather than processes: the caches see the same traffic either way, and one
 //! process can interleave the three parts tightly. The CPUs are the harness's (`shmcast_bench::sys`). On a VM whose vCPUs move between host
 //! cores, the floor of each round tells which placement the round ran in, so the rounds can
-//! be grouped by it (docs/BENCHMARKS.md, "Why 1 and 4 KiB throughput is bimodal here").
+//! be grouped by it (docs/PERFORMANCE-LOG.md, "Why 1 and 4 KiB throughput is bimodal here").
 
 use shmcast::{Publisher, RecvError, StartAt, Subscriber};
 use shmcast_bench::floor;
