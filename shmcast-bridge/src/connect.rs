@@ -1,8 +1,10 @@
 //! Connecting to NATS: forever, with back-off, logging every connection event.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use tokio::sync::watch;
 
 use crate::log;
 
@@ -38,11 +40,17 @@ fn backoff(attempt: usize) -> Duration {
 
 /// Connects to `url` as `name`: returns at once, the client connecting (and reconnecting after
 /// any loss of the server) in the background for as long as the process runs. Messages are not
-/// echoed back to the connection that published them.
-pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
+/// echoed back to the connection that published them. The receiver counts the connections
+/// made (it changes on every reconnection).
+pub async fn connect(
+    url: &str,
+    name: &str,
+) -> Result<(Client, watch::Receiver<u64>), ConnectError> {
     url.parse::<ServerAddr>()
         .map_err(|e| ConnectError::BadUrl(url.to_owned(), e.to_string()))?;
     let shown = url.to_owned();
+    let (connections, watcher) = watch::channel(0u64);
+    let connections = Arc::new(connections);
     let client = ConnectOptions::new()
         .name(name)
         .no_echo()
@@ -51,9 +59,13 @@ pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
         .reconnect_delay_callback(backoff)
         .event_callback(move |event| {
             let url = shown.clone();
+            let connections = Arc::clone(&connections);
             async move {
                 match event {
-                    Event::Connected => log!("connected to {url}"),
+                    Event::Connected => {
+                        log!("connected to {url}");
+                        connections.send_modify(|n| *n += 1);
+                    }
                     Event::Disconnected => log!("disconnected from {url}; reconnecting"),
                     other => log!("NATS event from {url}: {other}"),
                 }
@@ -78,7 +90,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
             }
         }
     });
-    Ok(client)
+    Ok((client, watcher))
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ pub async fn run(args: ExportArgs, counters: Arc<Counters>) -> Result<(), StartE
             args.segment
         ))
     })?;
-    let client = crate::connect::connect(&args.url, "shmcast-bridge export")
+    let (client, _) = crate::connect::connect(&args.url, "shmcast-bridge export")
         .await
         .map_err(|e| StartError(e.to_string()))?;
     // The server's limit, once connected; until then the default limit of nats-server.
@@ -258,51 +258,27 @@ async fn publish_jetstream(
     mut rx: mpsc::Receiver<Item>,
     counters: Arc<Counters>,
 ) {
+    let max_unacked = args.max_unacked.max(1);
+    // Room for the window and for as many dropped futures (after a failure) whose
+    // acknowledgements the client still awaits.
     let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .max_ack_inflight(args.max_unacked.max(1))
+        .timeout(ACK_TIMEOUT)
+        .ack_timeout(ACK_TIMEOUT)
+        .max_ack_inflight(2 * max_unacked + 1)
+        .backpressure_on_inflight(true)
         .build(client.clone());
     crate::js::stream_ready(&client, &js, &subject, &args).await;
-    let mut window: VecDeque<Unacked> = VecDeque::new();
+    let mut out = JsOut {
+        client,
+        js,
+        subject,
+        args,
+        counters,
+        window: VecDeque::new(),
+    };
     let mut batch = Vec::with_capacity(256);
     loop {
-        // Settle acknowledgements that have arrived; wait for the oldest when the window is full.
-        loop {
-            let full = window.len() >= args.max_unacked;
-            let Some(front) = window.front_mut() else {
-                break;
-            };
-            let done = if full {
-                Some((&mut front.ack).await)
-            } else {
-                (&mut front.ack).now_or_never()
-            };
-            match done {
-                None => break,
-                Some(Ok(ack)) => {
-                    if !front.frame.heartbeat {
-                        counters.add("acked", 1);
-                        if ack.duplicate {
-                            counters.add("ack_duplicates", 1);
-                        }
-                    }
-                    window.pop_front();
-                }
-                Some(Err(e)) => {
-                    let seq = front.frame.seq;
-                    log!(
-                        "JetStream did not acknowledge seq {seq}: {e}; publishing {} unacknowledged messages again",
-                        window.len()
-                    );
-                    crate::js::stream_ready(&client, &js, &subject, &args).await;
-                    for u in window.iter_mut() {
-                        u.ack = publish_js(&js, &subject, &u.frame, u.payload.clone()).await;
-                        counters.add("resent", 1);
-                    }
-                }
-            }
-        }
-        let received = if window.is_empty() {
+        let received = if out.window.is_empty() {
             rx.recv_many(&mut batch, 256).await
         } else {
             // Wake up for acknowledgements too.
@@ -310,7 +286,10 @@ async fn publish_jetstream(
                 .await
             {
                 Ok(n) => n,
-                Err(_) => continue,
+                Err(_) => {
+                    out.settle(false).await;
+                    continue;
+                }
             }
         };
         if received == 0 {
@@ -323,13 +302,72 @@ async fn publish_jetstream(
                 Item::Data(frame, payload) => (frame, payload),
                 Item::Beat(frame) => (frame, Bytes::new()),
             };
-            let ack = publish_js(&js, &subject, &frame, payload.clone()).await;
-            count_published(&counters, &frame);
-            window.push_back(Unacked {
+            out.settle(out.window.len() >= max_unacked).await;
+            let ack = publish_js(&out.js, &out.subject, &frame, payload.clone()).await;
+            count_published(&out.counters, &frame);
+            out.window.push_back(Unacked {
                 frame,
                 payload,
                 ack,
             });
+        }
+        out.settle(false).await;
+    }
+}
+
+/// How long a JetStream acknowledgement may take before the message is published again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The JetStream publishing side of the exporter.
+struct JsOut {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subject: String,
+    args: JetStreamArgs,
+    counters: Arc<Counters>,
+    /// Published, not yet acknowledged, in sequence order.
+    window: VecDeque<Unacked>,
+}
+
+impl JsOut {
+    /// Takes the acknowledgements that have arrived, in order; with `block`, waits for the
+    /// oldest first. After a failed one, waits for the server and the stream and publishes the
+    /// whole window again (de-duplication drops what the stream already has).
+    async fn settle(&mut self, mut block: bool) {
+        while let Some(front) = self.window.front_mut() {
+            let done = if block {
+                Some((&mut front.ack).await)
+            } else {
+                (&mut front.ack).now_or_never()
+            };
+            block = false;
+            match done {
+                None => return,
+                Some(Ok(ack)) => {
+                    if !front.frame.heartbeat {
+                        self.counters.add("acked", 1);
+                        if ack.duplicate {
+                            self.counters.add("ack_duplicates", 1);
+                        }
+                    }
+                    self.window.pop_front();
+                }
+                Some(Err(e)) => {
+                    let seq = front.frame.seq;
+                    log!(
+                        "JetStream did not acknowledge seq {seq}: {e}; publishing the {} unacknowledged messages again",
+                        self.window.len()
+                    );
+                    crate::js::stream_ready(&self.client, &self.js, &self.subject, &self.args)
+                        .await;
+                    for u in self.window.iter_mut() {
+                        u.ack =
+                            publish_js(&self.js, &self.subject, &u.frame, u.payload.clone()).await;
+                        self.counters.add("resent", 1);
+                    }
+                    block = true;
+                }
+            }
         }
     }
 }

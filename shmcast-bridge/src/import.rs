@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::accounting::Tracker;
@@ -59,7 +59,7 @@ pub struct ImportArgs {
 /// Creates the segment, then runs until the process is stopped.
 pub async fn run(args: ImportArgs, counters: Arc<Counters>) -> Result<(), StartError> {
     let local = LocalSegment::create(&args.segment, args.capacity).map_err(StartError)?;
-    let client = crate::connect::connect(&args.url, "shmcast-bridge import")
+    let (client, connections) = crate::connect::connect(&args.url, "shmcast-bridge import")
         .await
         .map_err(|e| StartError(e.to_string()))?;
     let (tx, mut rx) = mpsc::channel::<(Option<HeaderMap>, Bytes)>(4096);
@@ -78,7 +78,13 @@ pub async fn run(args: ImportArgs, counters: Arc<Counters>) -> Result<(), StartE
             });
         }
         Some(js) => {
-            tokio::spawn(consume_stream(client, args.subject.clone(), js, tx));
+            tokio::spawn(consume_stream(
+                client,
+                connections,
+                args.subject.clone(),
+                js,
+                tx,
+            ));
         }
     }
     let mut importer = Importer {
@@ -109,10 +115,16 @@ pub async fn run(args: ImportArgs, counters: Arc<Counters>) -> Result<(), StartE
     }
 }
 
-/// Reads the JetStream stream in order, from where the last consumer stopped after any error
-/// (a server restart ends an ordered consumer that cannot catch up by itself).
+/// How long the JetStream reader waits without a message while the stream has more, before
+/// it reads again with a new consumer.
+const STALL: Duration = Duration::from_secs(3);
+
+/// Reads the JetStream stream in order, with a new ordered consumer from where the last one
+/// stopped after an error, a reconnection, or a stall (an ordered consumer does not always
+/// come back by itself after a server restart).
 async fn consume_stream(
     client: async_nats::Client,
+    mut connections: watch::Receiver<u64>,
     subject: String,
     args: JetStreamArgs,
     tx: mpsc::Sender<(Option<HeaderMap>, Bytes)>,
@@ -120,7 +132,8 @@ async fn consume_stream(
     let js = jetstream::new(client.clone());
     let mut next = 1u64;
     loop {
-        let stream = crate::js::stream_ready(&client, &js, &subject, &args).await;
+        let mut stream = crate::js::stream_ready(&client, &js, &subject, &args).await;
+        connections.mark_unchanged();
         let config = jetstream::consumer::pull::OrderedConfig {
             filter_subject: subject.clone(),
             deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
@@ -129,15 +142,8 @@ async fn consume_stream(
             ..Default::default()
         };
         let messages = match stream.create_consumer(config).await {
-            Ok(c) => c.messages().await,
-            Err(e) => {
-                log!(
-                    "cannot create a consumer on stream {}: {e}; retrying",
-                    args.stream
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
         let mut messages = match messages {
             Ok(m) => m,
@@ -148,23 +154,34 @@ async fn consume_stream(
             }
         };
         log!("reading stream {} from its message {next}", args.stream);
-        while let Some(m) = messages.next().await {
-            match m {
-                Ok(m) => {
-                    if let Ok(info) = m.info() {
-                        next = info.stream_sequence + 1;
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(Ok(m)) => {
+                        if let Ok(info) = m.info() {
+                            next = info.stream_sequence + 1;
+                        }
+                        let m = m.split().0;
+                        if tx.send((m.headers, m.payload)).await.is_err() {
+                            return;
+                        }
                     }
-                    let m = m.split().0;
-                    if tx.send((m.headers, m.payload)).await.is_err() {
-                        return;
+                    Some(Err(e)) => {
+                        log!("reading stream {}: {e}; reading again from its message {next}", args.stream);
+                        break;
                     }
-                }
-                Err(e) => {
-                    log!(
-                        "reading stream {}: {e}; reading again from its message {next}",
-                        args.stream
-                    );
+                    None => break,
+                },
+                _ = connections.changed() => {
+                    log!("reconnected: reading stream {} again from its message {next}", args.stream);
                     break;
+                }
+                _ = tokio::time::sleep(STALL) => {
+                    let last = stream.info().await.map(|i| i.state.last_sequence).unwrap_or(0);
+                    if last >= next {
+                        log!("stream {} has messages up to {last} but none came for {STALL:?}: reading again from {next}", args.stream);
+                        break;
+                    }
                 }
             }
         }
@@ -281,7 +298,7 @@ impl Importer {
         }
         self.local.gap(step.gap)?;
         if step.deliver {
-            match self.local.deliver(payload)? {
+            match self.local.deliver(frame.seq, payload)? {
                 Delivered::Yes => c.add("received", 1),
                 Delivered::Oversize => c.add("oversize", 1),
             }

@@ -33,9 +33,11 @@ impl LocalSegment {
     }
 
     fn publisher(name: &str, capacity: u64) -> Result<Publisher, String> {
-        // GAP RECORDS: `.gap_records(true)` goes here once the library has it.
+        // Gap records: local readers get each loss as `Lagged`, and local sequence numbers are
+        // the source's (readers that predate gap records refuse the segment instead).
         PublisherOptions::new()
             .capacity(capacity)
+            .gap_records(true)
             .create(name)
             .map_err(|e| format!("cannot create segment {name:?}: {e}"))
     }
@@ -61,22 +63,26 @@ impl LocalSegment {
         Ok(())
     }
 
-    /// Records that the next `missed` source sequence numbers are lost.
+    /// Records that the next `missed` source sequence numbers are lost: the one place where
+    /// the importer tells local readers about a loss.
     pub fn gap(&mut self, missed: u64) -> Result<(), String> {
-        let _publisher = self.live()?;
-        if missed == 0 {
-            return Ok(());
-        }
-        // GAP RECORDS: `_publisher.publish_gap(missed)` once the library has it; until then
-        // local sequence numbers stay dense and the loss is only in the importer's counters.
-        Ok(())
+        let name = self.name.clone();
+        self.live()?
+            .publish_gap(missed)
+            .map_err(|e| format!("cannot record a gap in segment {name:?}: {e}"))
     }
 
-    /// Publishes the next message (its source sequence number is the local one once gaps are
-    /// recorded).
-    pub fn deliver(&mut self, payload: &[u8]) -> Result<Delivered, String> {
+    /// Publishes the message of source sequence number `seq`, which must be the segment's next
+    /// sequence number (the gaps before it recorded).
+    pub fn deliver(&mut self, seq: u64, payload: &[u8]) -> Result<Delivered, String> {
         let name = self.name.clone();
         let publisher = self.live()?;
+        if publisher.next_seq() != seq {
+            return Err(format!(
+                "segment {name:?} is at sequence number {} but the next source message is {seq} (a bug in the importer's accounting)",
+                publisher.next_seq()
+            ));
+        }
         if payload.len() > publisher.max_payload() {
             self.gap(1)?;
             return Ok(Delivered::Oversize);
