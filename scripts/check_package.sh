@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a crate that depends on `shmcast` gets, checked:
 #   1. the library's dependency tree holds no crate only the CLI or the benchmarks use, and nix
-#      carries only the features the library calls;
+#      carries only the features the library calls; its optional `async` feature adds only
+#      futures-core (no runtime);
 #   2. no dependency of the library in Cargo.lock declares a rust-version newer than the
 #      library's own (the MSRV rule), and, where rustup can install that toolchain, the library
 #      really builds and documents with it;
@@ -14,7 +15,13 @@ fail() { echo "check_package: $*" >&2; exit 1; }
 # --- 1. dependency list ------------------------------------------------------------------------
 tree=$(cargo tree -p shmcast -e normal -f '{p} [{f}]' --prefix none | sort -u)
 echo "$tree"
-for crate in clap clap_builder serde serde_json base64 hdrhistogram criterion; do
+# The rest of the checks cover the library with every feature on: `async` may add futures-core
+# and nothing else (no runtime), and it must keep the MSRV too.
+full=$(cargo tree -p shmcast -e normal --features async -f '{p} [{f}]' --prefix none | sort -u)
+added=$(comm -13 <(cut -d' ' -f1 <<<"$tree" | sort -u) <(cut -d' ' -f1 <<<"$full" | sort -u) | tr '\n' ' ')
+[ "$added" = "futures-core " ] || fail "the async feature adds [$added], not just futures-core"
+tree=$full
+for crate in clap clap_builder serde serde_json base64 hdrhistogram criterion tokio; do
     if grep -q "^$crate v" <<<"$tree"; then
         fail "the library depends on $crate, which only the CLI or the benchmarks use"
     fi
@@ -52,12 +59,13 @@ if timeout 300 rustup toolchain install "$msrv" --profile minimal >/dev/null 2>&
 import re, sys
 dst = sys.argv[1]
 keep = [s for s in re.split(r'(?m)^(?=\[)', open('Cargo.toml').read())
-        if not re.match(r'\[(workspace|dev-dependencies|\[bench|lints|profile)', s)]
+        if not re.match(r'\[(workspace|dev-dependencies|\[bench|\[example|lints|profile)', s)]
 open(f'{dst}/Cargo.toml', 'w').write(''.join(keep).replace('\ninclude = [', '\n#include = ['))
 open(f'{dst}/Cargo.lock', 'w').write(open('Cargo.lock').read().replace('version = 4', 'version = 3', 1))
 EOF
     cp "$dir/Cargo.lock" "$dir/Cargo.lock.before"
-    (cd "$dir" && cargo "+$msrv" build --lib --quiet && RUSTDOCFLAGS="-D warnings" cargo "+$msrv" doc --no-deps --quiet) ||
+    (cd "$dir" && cargo "+$msrv" build --lib --quiet && cargo "+$msrv" build --lib --features async --quiet &&
+        RUSTDOCFLAGS="-D warnings" cargo "+$msrv" doc --no-deps --features async --quiet) ||
         fail "the library does not build with Rust $msrv, its rust-version"
     python3 - "$dir" <<'EOF' || fail "building with the MSRV toolchain changed a locked version"
 import re, sys
