@@ -181,6 +181,25 @@ func align8(n uint64) uint64 { return (n + 7) &^ 7 }
 // Publish publishes payload and returns its sequence number and position,
 // following the numbered steps of docs/LAYOUT.md.
 func (w *Writer) Publish(payload []byte) (seq, pos uint64) {
+	return w.publish(payload, uint64(len(payload)), 1)
+}
+
+// GapLengthWord is the length word of a gap record (docs/LAYOUT.md, "Gap
+// records").
+const GapLengthWord = uint64(1)<<32 | 8
+
+// PublishGap publishes a gap record: missed messages, from the next sequence
+// number on, never reached the segment. The segment's flags must allow gap
+// records (Store(OffFlags, 2)) for readers to take it as one.
+func (w *Writer) PublishGap(missed uint64) (seq, pos uint64) {
+	var count [8]byte
+	binary.LittleEndian.PutUint64(count[:], missed)
+	return w.publish(count[:], GapLengthWord, missed)
+}
+
+// publish writes a record of payload with length word lenWord; the next
+// sequence number is advance after this one's.
+func (w *Writer) publish(payload []byte, lenWord, advance uint64) (seq, pos uint64) {
 	n := uint64(len(payload))
 	if n > uint64(w.MaxPayload()) {
 		panic("segtest: payload too large")
@@ -221,7 +240,7 @@ func (w *Writer) Publish(payload []byte) (seq, pos uint64) {
 	w.Store(OffIntent, limit)
 	w.announced = limit
 	// 6. length, payload, cleared next word
-	w.Store(w.RingOff(pos+8), n)
+	w.Store(w.RingOff(pos+8), lenWord)
 	var buf [8]byte
 	for i := uint64(0); i < align8(n); i += 8 {
 		clear(buf[:])
@@ -239,7 +258,7 @@ func (w *Writer) Publish(payload []byte) (seq, pos uint64) {
 	// 9. latest
 	w.Store(OffLatest, pos)
 	w.tail = end
-	w.nextSeq = seq + 1
+	w.nextSeq = seq + advance
 	// Then "Waiting and waking", producer step 9. The store of latest just
 	// above and the load of parked are sequentially consistent Go atomics,
 	// which is the full fence between them.
