@@ -538,7 +538,8 @@ fn damaged_segment_files_are_refused() {
     let cases: [(Vec<u8>, &str); 6] = [
         (good[..8192 + 1024].to_vec(), "header describes"),
         (with(0x008, 2), "layout version 2"),
-        (with(0x020, 2), "unknown feature flags"),
+        // Bit 2: neither lossless (bit 0) nor gap records (bit 1).
+        (with(0x020, 4), "unknown feature flags"),
         // Lossless (bit 0) without reader slots.
         (with(0x020, 1), "corrupt header"),
         (with(0x018, 5000), "corrupt header"),
