@@ -16,7 +16,7 @@ const BLOCKING_SLICE: Duration = Duration::from_millis(100);
 
 /// How a Rust shm reader waits for its next message: busy-polling `try_recv_into` back to back
 /// (the default), or, with a [`WaitStrategy`], the library's blocking `recv_into_deadline`, in
-/// slices of at most [`BLOCKING_SLICE`] so that the run's deadline and an interruption are
+/// slices of at most `BLOCKING_SLICE` so that the run's deadline and an interruption are
 /// noticed.
 pub struct Waiter {
     blocking: bool,

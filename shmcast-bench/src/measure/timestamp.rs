@@ -27,7 +27,7 @@ const WAKE_WARMUP_INTERVAL: Duration = Duration::from_micros(50);
 /// Pause between the warm-up and the first measured message of a wake-up run.
 const WAKE_SETTLE: Duration = Duration::from_millis(5);
 /// Warm-up messages of a socket or pipe wake-up run.
-const FD_WAKE_WARMUP: u64 = 100;
+pub const FD_WAKE_WARMUP: u64 = 100;
 
 /// Raw one-way latencies of one run, and what the run around them saw.
 pub struct Samples {

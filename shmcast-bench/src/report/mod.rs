@@ -1,5 +1,5 @@
-//! Results: one JSON object per line (`--json`, the serde types of [`rows`]), or tables with
-//! ratios at the end ([`tables`]).
+//! Results: one JSON object per line (`--json`, the serde types of `rows.rs`), or tables with
+//! ratios at the end (`tables.rs`).
 
 mod rows;
 mod tables;
