@@ -250,6 +250,7 @@ fn run(thread: &HubThread) {
     let use_waitv = waitv::available();
     let mut wake: Vec<Waker> = Vec::new();
     let mut words: Vec<Word> = Vec::new();
+    let mut relays: Vec<((u64, u64), u32)> = Vec::new();
     loop {
         words.clear();
         let deadline;
@@ -268,8 +269,9 @@ fn run(thread: &HubThread) {
                 let wake_seq = unsafe { word(addr) };
                 let cur = wake_seq.load(Ordering::Acquire);
                 if let Some(v) = seg.waiting_on.take() {
-                    // Reader step 7 for the hub's own sleep: pass a wake-up on.
-                    relay(wake_seq, v);
+                    if v != cur {
+                        relays.push((seg.key, v));
+                    }
                 }
                 if seg.waiters.is_empty() {
                     continue;
@@ -307,6 +309,24 @@ fn run(thread: &HubThread) {
         }
         for waker in wake.drain(..) {
             waker.wake();
+        }
+        if !relays.is_empty() {
+            // Reader step 7 for the hub's own sleep: pass the wake-up on to other waiters of
+            // each segment whose word changed. After this process's tasks are woken, not
+            // before (as a reader relays before it reads): the tasks are the latency-critical
+            // path here, the relay costs the others one system call of delay.
+            let st = lock(&thread.state);
+            for (key, v) in relays.drain(..) {
+                if let Some(&(_, addr)) = st
+                    .segments
+                    .iter()
+                    .find(|s| s.key == key)
+                    .and_then(|s| s.words.first())
+                {
+                    // SAFETY: `addr` is one of the segment's words, used under the lock.
+                    relay(unsafe { word(addr) }, v);
+                }
+            }
         }
         if use_waitv {
             waitv::wait(&words, deadline);
