@@ -471,6 +471,8 @@ fn wake(
     size: usize,
     samples: usize,
 ) -> Result<Vec<WakeRow>> {
+    // One entry per row, in report order; a new reader or wait variant is one more entry
+    // (with its `Setup` field or `Reader`), the UDS baseline last.
     let uds = Setup::new(Transport::UdsStream, 0);
     let mut runs: Vec<(Setup, Reader<'_>)> = readers.iter().map(|&r| (*shm, r)).collect();
     runs.push((uds, Reader::Rust));
@@ -494,7 +496,7 @@ fn wake(
             total.wakeups = total.wakeups.zip(s.wakeups).map(|(a, b)| a + b);
         }
     }
-    let uds_p = Summary::of(&all[all.len() - 1].latencies, 1.0);
+    let uds_p = Summary::of(all.last().map_or(&[][..], |s| &s.latencies), 1.0);
     let valid = uds_p.p50 > 0.0 && uds_p.p99 > 0.0;
     Ok(runs
         .iter()

@@ -225,7 +225,8 @@ impl Link for ShmLink {
                 Err(missed) => Got::Lost(missed),
             });
         }
-        if rx.next == rx.out.len() {
+        // A loop, not an `if`: a call that returns no message (never expected) calls again.
+        while rx.next == rx.out.len() {
             let max = rx.batch;
             match rx
                 .waiter
