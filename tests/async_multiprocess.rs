@@ -29,9 +29,42 @@ const MAX_LEN: usize = 1500;
 /// The test that the producer child runs; it does nothing unless [`ROLE_VAR`] is set.
 #[test]
 fn child_process_entry() {
-    if std::env::var(ROLE_VAR).as_deref() != Ok("producer") {
-        return;
+    match std::env::var(ROLE_VAR).as_deref() {
+        Ok("producer") => producer(),
+        Ok("read-only") => read_only_reader(),
+        _ => {}
     }
+}
+
+/// A reader without write access (run as user `nobody`): it cannot park, so its task waits in
+/// bounded timers; it reads until the producer is gone and reports what it got.
+fn read_only_reader() {
+    let name = std::env::var("SHMCAST_ASYNC_NAME").unwrap();
+    let sub = Subscriber::open(&name, StartAt::Oldest).unwrap();
+    let can_park = sub.can_park();
+    let mut sub = AsyncSubscriber::new(sub).unwrap();
+    println!("READY");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (received, end) = runtime.block_on(async {
+        let mut buf = Vec::new();
+        let mut received = 0u64;
+        loop {
+            match sub.recv(&mut buf).await {
+                Ok(seq) => {
+                    assert_eq!(buf, seq.to_le_bytes());
+                    received += 1;
+                }
+                Err(e) => return (received, e),
+            }
+        }
+    });
+    println!("RESULT can_park={can_park} received={received} end={end:?}");
+}
+
+fn producer() {
     let name = std::env::var("SHMCAST_ASYNC_NAME").unwrap();
     let mut publisher = Publisher::options()
         .capacity(1 << 16)
@@ -223,4 +256,63 @@ fn async_readers_receive_what_a_blocking_reader_receives_and_end_with_the_produc
     let info = observer.info();
     assert!(!info.producer_alive);
     assert!(info.readers.is_empty(), "leaked: {:?}", info.readers);
+}
+
+/// A reader that cannot park (read access only: run as user `nobody`, so only when the tests
+/// run as root) still gets every message through its bounded waits, and its stream ends when
+/// the producer exits; the producer never made a wake-up call for it.
+#[test]
+fn an_async_reader_without_write_access_polls_and_still_gets_everything() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot run a reader as another user; skipped");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let (name, _cleanup) = common::shm_name("async-read-only");
+    let mut publisher = Publisher::options()
+        .capacity(1 << 16)
+        .mode(0o644)
+        .create(&name)
+        .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_VAR, "read-only")
+        .env("SHMCAST_ASYNC_NAME", &name)
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the reader ended before READY")
+            .unwrap();
+        if line.contains("READY") {
+            break;
+        }
+    }
+    for seq in 1..=30u64 {
+        std::thread::sleep(Duration::from_millis(3));
+        publisher.publish(&seq.to_le_bytes()).unwrap();
+    }
+    assert_eq!(publisher.wakeups(), 0, "nobody could register as parked");
+    drop(publisher);
+    // Everything it prints (to its end: the pipe stays open while it writes).
+    let output: Vec<String> = lines.map(Result::unwrap).collect();
+    let result = output
+        .iter()
+        .find(|l| l.starts_with("RESULT"))
+        .expect("the reader printed no result");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        result,
+        "RESULT can_park=false received=30 end=ProducerGone { replaced: false }"
+    );
 }
