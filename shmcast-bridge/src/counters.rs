@@ -44,6 +44,11 @@ impl Counters {
         self.slot(name).store(n, Ordering::Relaxed);
     }
 
+    /// The value of counter `name`.
+    pub fn get(&self, name: &str) -> u64 {
+        self.slot(name).load(Ordering::Relaxed)
+    }
+
     /// One JSON object: `{"role": …, name: value, …}`, in the declared order (names and role
     /// are identifiers, nothing to escape).
     pub fn json(&self) -> String {

@@ -80,13 +80,33 @@ pub async fn run(args: ExportArgs, counters: Arc<Counters>) -> Result<(), StartE
     let (client, _) = crate::connect::connect(&args.url, "shmcast-bridge export")
         .await
         .map_err(|e| StartError(e.to_string()))?;
+    forward(
+        client,
+        subscriber,
+        args.segment,
+        args.subject,
+        args.jetstream,
+        counters,
+    )
+    .await
+}
+
+/// Reads `subscriber` (of segment `segment`) and publishes on `subject` through `client` until
+/// the process is stopped (or the task dropped).
+pub async fn forward(
+    client: async_nats::Client,
+    subscriber: Subscriber,
+    segment: String,
+    subject: String,
+    jetstream: Option<JetStreamArgs>,
+    counters: Arc<Counters>,
+) -> Result<(), StartError> {
     // The server's limit, once connected; until then the default limit of nats-server.
     let max_payload = Arc::new(AtomicUsize::new(1 << 20));
     let (tx, rx) = mpsc::channel(1024);
     {
         let max_payload = Arc::clone(&max_payload);
         let counters = Arc::clone(&counters);
-        let segment = args.segment.clone();
         std::thread::Builder::new()
             .name("ring reader".into())
             .spawn(move || read_ring(subscriber, segment, tx, max_payload, counters))
@@ -104,9 +124,9 @@ pub async fn run(args: ExportArgs, counters: Arc<Counters>) -> Result<(), StartE
             }
         });
     }
-    match args.jetstream {
-        None => publish_core(client, args.subject, rx, counters).await,
-        Some(js) => publish_jetstream(client, args.subject, js, rx, counters).await,
+    match jetstream {
+        None => publish_core(client, subject, rx, counters).await,
+        Some(js) => publish_jetstream(client, subject, js, rx, counters).await,
     }
     Ok(())
 }

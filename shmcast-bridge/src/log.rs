@@ -16,7 +16,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     );
 }
 
-/// `log!("...", args)`: one line on standard error (see [`line`]).
+/// `log!("...", args)`: one line on standard error (see [`fn@line`]).
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => { $crate::log::line(format_args!($($arg)*)) };

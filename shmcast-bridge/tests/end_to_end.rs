@@ -26,6 +26,8 @@ struct Outcome {
     export: serde_json::Value,
     rust: Read,
     go: Read,
+    /// The Go example consumer's summary (reading the subject with nats.go).
+    consumer: serde_json::Value,
 }
 
 fn run(s: &Scenario) -> Outcome {
@@ -60,8 +62,17 @@ fn run(s: &Scenario) -> Outcome {
     let reader_b = open_when_there(&b);
     let count = s.count;
     let rust = std::thread::spawn(move || verify_until(reader_b, count, Duration::from_secs(90)));
-    let go = start_go_tail(&go_tail(&std::env::temp_dir()), &b, s.count);
+    let go = start_go_tail(&go_tail(), &b, s.count);
 
+    let consumer = start_go_consumer(
+        &go_consumer(),
+        &url,
+        &subject,
+        s.count,
+        &dir.0.join("go-consumer.log"),
+    );
+    // The consumer subscribes within this time; until then it would count messages as lost.
+    std::thread::sleep(Duration::from_millis(300));
     let mut producer = Producer::start(&a, s.source_capacity, s.count, 64, s.rate);
     let mut export_args = vec!["export", &a, "--nats", &url, "--subject", &subject];
     export_args.extend(js);
@@ -83,15 +94,17 @@ fn run(s: &Scenario) -> Outcome {
     importer.wait_for("last_seq", s.count, Duration::from_secs(60));
     let rust = rust.join().expect("the Rust reader on B");
     let go = finish_go_tail(go);
+    let consumer = finish_go_consumer(consumer);
     let outcome = Outcome {
         import: importer.counters(),
         export: exporter.counters(),
         rust,
         go,
+        consumer,
     };
     eprintln!(
-        "{}: import {} export {} rust {:?} go {:?}",
-        s.tag, outcome.import, outcome.export, outcome.rust, outcome.go
+        "{}: import {} export {} rust {:?} go {:?} go-consumer {}",
+        s.tag, outcome.import, outcome.export, outcome.rust, outcome.go, outcome.consumer
     );
     producer.stop();
     outcome
@@ -118,6 +131,18 @@ fn assert_accounted(s: &Scenario, o: &Outcome) {
     }
     assert_eq!(n(i, "not_bridge") + n(i, "stale"), 0, "{i}");
     assert_eq!(n(i, "incarnations"), 1, "{i}");
+    // The Go example consumer's own subscription: its own losses, the same rule.
+    let c = &o.consumer;
+    assert_eq!(
+        n(c, "received") + n(c, "lost_upstream") + n(c, "lost_transit"),
+        s.count,
+        "Go example consumer {c}"
+    );
+    assert_eq!(
+        n(c, "corrupt") + n(c, "not_bridge") + n(c, "stale"),
+        0,
+        "{c}"
+    );
 }
 
 #[test]

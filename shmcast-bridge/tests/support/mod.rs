@@ -302,21 +302,75 @@ pub fn verify_until(mut sub: Subscriber, last: u64, within: Duration) -> Read {
     read
 }
 
-/// Builds the Go reader's `shmcast-tail` once per test binary into `dir`.
-pub fn go_tail(dir: &Path) -> PathBuf {
-    let out = dir.join("shmcast-tail-go");
-    if !out.is_file() {
-        let go_client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../go-client");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg("./cmd/shmcast-tail")
-            .current_dir(go_client)
-            .status()
-            .expect("run go build (Go is needed for the Go reader's check)");
-        assert!(status.success(), "go build ./cmd/shmcast-tail failed");
+/// Builds Go package `pkg` of the module in `module` into the temporary directory, once per
+/// test process (the tests of one binary run in parallel and share it).
+fn go_build(module: &Path, pkg: &str, name: &str) -> PathBuf {
+    static BUILDS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut builds = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = builds.iter().find(|(n, _)| n == name) {
+        return p.clone();
     }
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(pkg)
+        .current_dir(module)
+        .status()
+        .expect("run go build (Go is needed for the Go reader and the Go example consumer)");
+    assert!(
+        status.success(),
+        "go build {pkg} in {} failed",
+        module.display()
+    );
+    builds.push((name.to_owned(), out.clone()));
     out
+}
+
+/// The Go reader's `shmcast-tail`.
+pub fn go_tail() -> PathBuf {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../go-client");
+    go_build(&module, "./cmd/shmcast-tail", "shmcast-tail-go")
+}
+
+/// The Go example consumer (shmcast-bridge/go-consumer).
+pub fn go_consumer() -> PathBuf {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("go-consumer");
+    go_build(&module, ".", "shmcast-bridge-go-consumer")
+}
+
+/// Starts the Go example consumer on `subject` until source sequence number `count`.
+pub fn start_go_consumer(bin: &Path, url: &str, subject: &str, count: u64, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(bin)
+        .args([
+            "-nats",
+            url,
+            "-subject",
+            subject,
+            "-count",
+            &count.to_string(),
+        ])
+        .args(["-verify", "-json", "-timeout", "90s"])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start the Go example consumer")
+}
+
+/// Waits for the Go example consumer and returns its summary.
+pub fn finish_go_consumer(child: Child) -> serde_json::Value {
+    let out = child.wait_with_output().expect("Go example consumer");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Go example consumer failed: {stdout}"
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{stdout:?}: {e}"))
 }
 
 /// Starts the Go `shmcast-tail --verify` on `name` for `count` sequence numbers.
