@@ -186,7 +186,7 @@ pub fn hostile_round(ctx: &Ctx, count: u64, hostile: bool) -> Result<HostileRow>
     let mut publisher = Publisher::options().capacity(1 << 22).create(&name)?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = if hostile {
-        let page = SubscriberPage::map(&publisher.path())?;
+        let page = subscriber_page(&publisher.path())?;
         let (stop, cpu) = (stop.clone(), ctx.peer_cpu(0));
         Some(std::thread::spawn(move || -> u64 {
             if let Some(cpu) = cpu {
@@ -194,9 +194,9 @@ pub fn hostile_round(ctx: &Ctx, count: u64, hostile: bool) -> Result<HostileRow>
                 let _ = sys::pin_current_thread(cpu);
             }
             // SAFETY: the page is mapped shared and writable for as long as `page` lives (this
-            // thread owns it); `parked` is a 4-byte-aligned word in it that every process
-            // accesses only atomically.
-            let parked = unsafe { &*page.ptr.add(4).cast::<AtomicU32>() };
+            // thread owns it); `parked` is a 4-byte-aligned word in it (the page is
+            // page-aligned) that every process accesses only atomically.
+            let parked = unsafe { &*page.as_ptr().add(4).cast::<AtomicU32>() };
             let mut stores = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 parked.store(1, Ordering::Relaxed);
@@ -241,48 +241,19 @@ pub fn hostile_round(ctx: &Ctx, count: u64, hostile: bool) -> Result<HostileRow>
 }
 
 /// The subscriber page of a segment file, mapped shared and writable.
-struct SubscriberPage {
-    ptr: *mut u8,
-}
-
-// SAFETY: the mapping is process-wide memory; the pointer is only used for atomic accesses.
-unsafe impl Send for SubscriberPage {}
-
-impl SubscriberPage {
-    fn map(path: &std::path::Path) -> Result<SubscriberPage> {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let len = shmcast::layout::SUBSCRIBER_AREA_SIZE as usize;
-        // SAFETY: a fresh shared mapping of one page of an open file, at a page-aligned offset
-        // inside it; nothing else is mapped at the address the kernel picks.
-        let ptr = unsafe {
-            nix::libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                nix::libc::PROT_READ | nix::libc::PROT_WRITE,
-                nix::libc::MAP_SHARED,
-                file.as_raw_fd(),
-                shmcast::layout::SUBSCRIBER_AREA as nix::libc::off_t,
-            )
-        };
-        if ptr == nix::libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()).into());
-        }
-        Ok(SubscriberPage { ptr: ptr.cast() })
-    }
-}
-
-impl Drop for SubscriberPage {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` is the start of the one-page mapping made in `map`, unmapped once here.
-        unsafe {
-            nix::libc::munmap(
-                self.ptr.cast(),
-                shmcast::layout::SUBSCRIBER_AREA_SIZE as usize,
-            );
-        }
-    }
+fn subscriber_page(path: &std::path::Path) -> Result<memmap2::MmapMut> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    // SAFETY: a shared mapping of one page of the segment file, at a page-aligned offset inside
+    // it. The producer writes the page too, so it is only ever accessed through atomics (above),
+    // never as the byte slice `MmapMut` could give.
+    let page = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(shmcast::layout::SUBSCRIBER_AREA)
+            .len(shmcast::layout::SUBSCRIBER_AREA_SIZE as usize)
+            .map_mut(&file)?
+    };
+    Ok(page)
 }
