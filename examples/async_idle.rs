@@ -2,7 +2,8 @@
 //! (default 100) in one process, all waiting in `recv().await` on a two-worker tokio runtime.
 //! It measures the process's CPU time (getrusage: user + system, every thread, the producers'
 //! included, which are idle) over `SECONDS` (default 10), counts the process's threads, then
-//! publishes one message to every segment and checks that every subscriber receives it.
+//! publishes one message to every segment and checks that every subscriber receives it, each
+//! producer with one wake-up call.
 //! Prints one JSON object.
 //!
 //! ```text
@@ -101,6 +102,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if ok != subscribers || idle_received != 0 {
         return Err(format!("{ok} of {subscribers} subscribers received the message").into());
+    }
+    // Each producer found its subscribers parked and made one wake-up call (none: they were
+    // not registered as parked, and only the hub's lost-wake-up check woke them).
+    if wakeups != segments {
+        return Err(format!("{wakeups} wake-up calls for {segments} segments").into());
     }
     Ok(())
 }

@@ -74,11 +74,14 @@ impl AsyncSubscriber {
     /// futures). Fails only if the segment file cannot be examined or duplicated, or the hub
     /// thread cannot be started.
     pub fn new(subscriber: Subscriber) -> Result<Self, Error> {
-        let attachment = wait_hub::attach(
-            subscriber.mapping().file(),
-            subscriber.mapping().wake_words().wake_seq(),
-        )
-        .map_err(|source| Error::Io {
+        let mapping = subscriber.mapping();
+        // SAFETY: the attachment is a field of the `AsyncSubscriber` declared before the
+        // subscriber, so it is dropped first (and `into_inner` drops it first): the mapping
+        // outlives it, and moving the subscriber does not move the mapped memory.
+        let attached = unsafe {
+            wait_hub::attach(mapping.file(), mapping.wake_words().wake_seq(), mapping.ring())
+        };
+        let attachment = attached.map_err(|source| Error::Io {
             action: "start waiting asynchronously on",
             path: subscriber.path(),
             source,

@@ -13,8 +13,10 @@
 //! A task parks (reader steps 1–5 in [`crate::AsyncSubscriber`]) by leaving its waker here with
 //! the `wake_seq` value `v` it loaded; the hub wakes it once the word is no longer `v`, at its
 //! deadline (a bounded wait: throttled producer, no `membarrier`, no write access), or when the
-//! producer is found dead. The hub checks the producer's liveness lock of every segment that
-//! has waiters every [`LIVENESS_INTERVAL`], as a blocking reader does.
+//! producer is found dead. Every [`LIVENESS_INTERVAL`] the hub checks the producer's liveness
+//! lock of every segment that has waiters, and whether the segment's next sequence number
+//! moved while they stayed parked (a lost wake-up: a producer that does not wake, a broken
+//! relay): then it wakes them, so a task's park is bounded as a blocking reader's is.
 //!
 //! Without `futex_waitv` (Linux before 5.16, a seccomp filter that refuses it, or
 //! `SHMCAST_NO_FUTEX_WAITV` set) the hub cannot sleep on segment words: it looks at them every
@@ -28,6 +30,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::liveness;
+use crate::ring::Ring;
 use crate::wait::{relay, LIVENESS_INTERVAL};
 use crate::waitv::{self, Word};
 
@@ -64,16 +67,28 @@ struct Segment {
     key: (u64, u64),
     /// A duplicate of a subscriber's descriptor, to check the producer's liveness lock.
     file: File,
-    /// The attached subscribers and the address of `wake_seq` in each one's mapping (all the
-    /// same futex: the kernel keys it by file and offset). The hub uses the first; an entry is
-    /// removed, under the lock, before its mapping is unmapped.
-    words: Vec<(u64, usize)>,
+    /// The attached subscribers and their mappings (all the same futex: the kernel keys it by
+    /// file and offset). The hub uses the first; an entry is removed, under the lock, before
+    /// its mapping is unmapped.
+    words: Vec<Member>,
+    /// The segment's next sequence number at the last liveness check: if it moved while tasks
+    /// stayed parked, a wake-up was lost (a producer that does not wake, a broken relay), and
+    /// the tasks are woken to look (the blocking reader's park cap, for the hub's tasks).
+    seen_next: u64,
     waiters: Vec<Waiter>,
     /// Set once the producer was found dead (it stays dead: a new producer makes a new file).
     dead: Arc<AtomicBool>,
     next_check: Instant,
     /// The value the hub's current sleep expects of `wake_seq`, if it sleeps on this segment.
     waiting_on: Option<u32>,
+}
+
+/// One attached subscriber: its id, the address of `wake_seq` in its mapping, and its mapping's
+/// ring (for [`Segment::seen_next`]).
+struct Member {
+    id: u64,
+    addr: usize,
+    ring: Ring<'static>,
 }
 
 struct Waiter {
@@ -119,20 +134,33 @@ unsafe fn word<'a>(addr: usize) -> &'a AtomicU32 {
     unsafe { &*(addr as *const AtomicU32) }
 }
 
-/// Attaches a subscriber whose segment file is `file` and whose mapping's `wake_seq` is
-/// `wake_seq` (which must stay mapped until the attachment is dropped).
-pub(crate) fn attach(file: &File, wake_seq: &AtomicU32) -> std::io::Result<Attachment> {
+/// Attaches a subscriber whose segment file is `file` and whose mapping's `wake_seq` and ring
+/// are `wake_seq` and `ring`.
+///
+/// # Safety
+/// The mapping behind `wake_seq` and `ring` must stay mapped until the returned attachment is
+/// dropped (the hub uses them, under its lock, for as long as the attachment is registered).
+pub(crate) unsafe fn attach(
+    file: &File,
+    wake_seq: &AtomicU32,
+    ring: Ring<'_>,
+) -> std::io::Result<Attachment> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata()?;
     let key = (meta.dev(), meta.ino());
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let addr = wake_seq.as_ptr() as usize;
+    // SAFETY: only the lifetime changes; by the caller's contract the ring's memory outlives
+    // the attachment, and the hub uses it only under the lock while the attachment is
+    // registered (its Drop removes it under that lock).
+    let ring = unsafe { std::mem::transmute::<Ring<'_>, Ring<'static>>(ring) };
+    let member = Member { id, addr, ring };
     let mut threads = lock(HUB.get_or_init(Default::default));
     // The segment's entry, wherever it is.
     for thread in threads.iter() {
         let mut st = lock(&thread.state);
         if let Some(seg) = st.segments.iter_mut().find(|s| s.key == key) {
-            seg.words.push((id, addr));
+            seg.words.push(member);
             let dead = seg.dead.clone();
             return Ok(Attachment {
                 thread: thread.clone(),
@@ -145,7 +173,8 @@ pub(crate) fn attach(file: &File, wake_seq: &AtomicU32) -> std::io::Result<Attac
     let segment = Segment {
         key,
         file: file.try_clone()?,
-        words: vec![(id, addr)],
+        seen_next: ring.snapshot().next_seq,
+        words: vec![member],
         waiters: Vec::new(),
         dead: Arc::new(AtomicBool::new(false)),
         next_check: Instant::now(),
@@ -231,7 +260,7 @@ impl Drop for Attachment {
         let mut st = lock(&self.thread.state);
         if let Some(i) = st.segments.iter().position(|s| s.key == self.key) {
             let seg = &mut st.segments[i];
-            seg.words.retain(|&(id, _)| id != self.id);
+            seg.words.retain(|m| m.id != self.id);
             seg.waiters.retain(|w| w.id != self.id);
             if seg.words.is_empty() {
                 st.segments.swap_remove(i);
@@ -262,11 +291,12 @@ fn run(thread: &HubThread) {
             let now = Instant::now();
             let mut next = None;
             for seg in st.segments.iter_mut() {
-                let Some(&(_, addr)) = seg.words.first() else {
+                let Some(member) = seg.words.first() else {
                     continue;
                 };
                 // SAFETY: `addr` is one of `seg.words`, used under the lock (see `word`).
-                let wake_seq = unsafe { word(addr) };
+                let wake_seq = unsafe { word(member.addr) };
+                let ring = member.ring;
                 let cur = wake_seq.load(Ordering::Acquire);
                 if let Some(v) = seg.waiting_on.take() {
                     if v != cur {
@@ -276,15 +306,20 @@ fn run(thread: &HubThread) {
                 if seg.waiters.is_empty() {
                     continue;
                 }
+                let mut moved = false;
                 if now >= seg.next_check {
                     seg.next_check = now + LIVENESS_INTERVAL;
                     if !liveness::is_locked(&seg.file).unwrap_or(true) {
                         seg.dead.store(true, Ordering::Release);
                     }
+                    let next = ring.snapshot().next_seq;
+                    moved = next != seg.seen_next;
+                    seg.seen_next = next;
                 }
                 let dead = seg.dead.load(Ordering::Relaxed);
                 seg.waiters.retain(|w| {
-                    let due = dead || w.v != cur || w.deadline.is_some_and(|d| d <= now);
+                    let due =
+                        dead || moved || w.v != cur || w.deadline.is_some_and(|d| d <= now);
                     if due {
                         wake.push(w.waker.clone());
                     }
@@ -317,14 +352,14 @@ fn run(thread: &HubThread) {
             // path here, the relay costs the others one system call of delay.
             let st = lock(&thread.state);
             for (key, v) in relays.drain(..) {
-                if let Some(&(_, addr)) = st
+                if let Some(member) = st
                     .segments
                     .iter()
                     .find(|s| s.key == key)
                     .and_then(|s| s.words.first())
                 {
                     // SAFETY: `addr` is one of the segment's words, used under the lock.
-                    relay(unsafe { word(addr) }, v);
+                    relay(unsafe { word(member.addr) }, v);
                 }
             }
         }
