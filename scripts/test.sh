@@ -23,7 +23,7 @@ step "cargo test: unit, loom-free protocol tests, golden files, errors, CLI, mul
 cargo test --workspace --exclude shmcast-bridge
 
 step "the async feature: AsyncSubscriber against a producer process, its doc example, 1000 idle subscribers all woken"
-cargo test -p shmcast --features async --test async_multiprocess --test async_fallback
+cargo test -p shmcast --features async --test async_multiprocess --test async_fallback --test async_handoff
 cargo test -p shmcast --features async --doc AsyncSubscriber
 cargo run --quiet --features async --example async_idle -- 1000 100 2
 
