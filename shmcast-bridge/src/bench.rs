@@ -126,21 +126,23 @@ async fn plain_loop(
     headers: bool,
 ) -> Result<f64, String> {
     let payload = vec![0x5au8; size];
+    let subject = async_nats::Subject::from(subject);
+    let stream: Arc<str> = "bench.1.1".into();
     let start = Instant::now();
     for seq in 1..=count {
         let body = Bytes::copy_from_slice(&payload);
         let sent = if headers {
             let frame = Frame {
-                stream: "bench.1.1".into(),
+                stream: Arc::clone(&stream),
                 seq,
                 lost: 0,
                 heartbeat: false,
             };
             client
-                .publish_with_headers(subject.to_owned(), frame.headers(false), body)
+                .publish_with_headers(subject.clone(), frame.headers(false), body)
                 .await
         } else {
-            client.publish(subject.to_owned(), body).await
+            client.publish(subject.clone(), body).await
         };
         sent.map_err(|e| format!("publish: {e}"))?;
     }

@@ -144,7 +144,8 @@ fn read_ring(
     let mut buf = Vec::new();
     loop {
         let info = sub.info();
-        let stream = wire::stream_id(&host, info.created_unix_ns, info.producer_pid);
+        let stream: Arc<str> =
+            wire::stream_id(&host, info.created_unix_ns, info.producer_pid).into();
         counters.add("incarnations", 1);
         log!("exporting segment {segment:?} as stream {stream}");
         // The last sequence number sent, and the last one read or skipped.
@@ -224,6 +225,7 @@ async fn publish_core(
     mut rx: mpsc::Receiver<Item>,
     counters: Arc<Counters>,
 ) {
+    let subject = async_nats::Subject::from(subject);
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
         for item in batch.drain(..) {

@@ -193,9 +193,9 @@ async fn consume_stream(
 struct Importer {
     local: LocalSegment,
     counters: Arc<Counters>,
-    current: Option<String>,
+    current: Option<Arc<str>>,
     /// Earlier incarnations: their late frames are dropped (counted as stale).
-    retired: HashSet<String>,
+    retired: HashSet<Arc<str>>,
     tracker: Tracker,
     /// Frames after a gap, by `2 * seq` (data) or `2 * seq + 1` (heartbeat, which settles
     /// `seq` itself and so comes after the data message `seq`).
@@ -223,7 +223,7 @@ impl Importer {
             self.counters.add("stale", 1);
             return;
         }
-        if self.current.as_deref() != Some(frame.stream.as_str()) {
+        if self.current.as_deref() != Some(&*frame.stream) {
             if let Some(old) = self.current.take() {
                 self.settle_all();
                 self.retired.insert(old);

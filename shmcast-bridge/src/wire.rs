@@ -2,6 +2,9 @@
 //! are written and read. Exporter and importer use only these helpers, so the two cannot
 //! disagree.
 
+use std::sync::Arc;
+
+use async_nats::header::HeaderName;
 use async_nats::HeaderMap;
 
 /// Which producer incarnation a message comes from (a restarted producer restarts its
@@ -22,7 +25,7 @@ pub const MSG_ID: &str = "Nats-Msg-Id";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// The source incarnation.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// A data message: its sequence number. A heartbeat: the last sequence number the exporter
     /// accounted for (sent or counted as lost).
     pub seq: u64,
@@ -48,17 +51,23 @@ impl Frame {
     /// data message, `<stream>:hb:<seq>` for a heartbeat (so the idle repeats of one heartbeat
     /// are stored once).
     pub fn headers(&self, jetstream: bool) -> HeaderMap {
+        // Names made once, values moved in: the exporter builds these for every message.
+        const STREAM_NAME: HeaderName = HeaderName::from_static(STREAM);
+        const SEQ_NAME: HeaderName = HeaderName::from_static(SEQ);
+        const LOST_NAME: HeaderName = HeaderName::from_static(LOST);
+        const HEARTBEAT_NAME: HeaderName = HeaderName::from_static(HEARTBEAT);
+        const MSG_ID_NAME: HeaderName = HeaderName::from_static(MSG_ID);
         let mut h = HeaderMap::new();
-        h.insert(STREAM, self.stream.as_str());
-        h.insert(SEQ, self.seq.to_string().as_str());
+        h.insert(STREAM_NAME, &*self.stream);
+        h.insert(SEQ_NAME, self.seq.to_string());
         if self.lost > 0 {
-            h.insert(LOST, self.lost.to_string().as_str());
+            h.insert(LOST_NAME, self.lost.to_string());
         }
         if self.heartbeat {
-            h.insert(HEARTBEAT, "1");
+            h.insert(HEARTBEAT_NAME, "1");
         }
         if jetstream {
-            h.insert(MSG_ID, self.msg_id().as_str());
+            h.insert(MSG_ID_NAME, self.msg_id());
         }
         h
     }
@@ -75,11 +84,11 @@ impl Frame {
     /// Reads a frame from a message's headers.
     pub fn parse(headers: Option<&HeaderMap>) -> Result<Frame, NotAFrame> {
         let h = headers.ok_or(NotAFrame("no headers"))?;
-        let stream = h
+        let stream: Arc<str> = h
             .get(STREAM)
             .ok_or(NotAFrame("no Shmcast-Stream header"))?
             .as_str()
-            .to_owned();
+            .into();
         if stream.is_empty() {
             return Err(NotAFrame("empty Shmcast-Stream header"));
         }
