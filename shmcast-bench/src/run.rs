@@ -475,6 +475,15 @@ fn wake(
     // (with its `Setup` field or `Reader`), the UDS baseline last.
     let uds = Setup::new(Transport::UdsStream, 0);
     let mut runs: Vec<(Setup, Reader<'_>)> = readers.iter().map(|&r| (*shm, r)).collect();
+    // The Rust reader as an AsyncSubscriber (woken through the wait hub), next to the blocking
+    // one it is compared with; not when --wait asks for another strategy.
+    if shm.wait == Some(WaitStrategy::Block) {
+        let asynch = Setup {
+            asynch: true,
+            ..*shm
+        };
+        runs.insert(1, (asynch, Reader::Rust));
+    }
     runs.push((uds, Reader::Rust));
     let slices = if samples >= 1000 { 4 } else { 1 };
     let per = samples.div_ceil(slices);

@@ -75,6 +75,10 @@ pub struct LinkSpec {
     /// the non-blocking one.
     #[serde(default, with = "wait_name", skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitStrategy>,
+    /// `shm`: read with an `AsyncSubscriber` awaited on a current-thread tokio runtime (the
+    /// wait hub wakes it) instead of the blocking call; the `"wait":"async"` rows.
+    #[serde(default, rename = "async", skip_serializing_if = "is_false")]
+    pub asynch: bool,
     /// `shm`: register as a lossless reader (the segment must be lossless).
     #[serde(default, skip_serializing_if = "is_false")]
     pub lossless: bool,

@@ -265,10 +265,12 @@ fn check_reader_and_mode(v: &Value) {
     }
 }
 
-/// Checks the rows of the wake and idle parts: one shm (waiting with `wait`) and one UDS
-/// wake-up latency row with ordered percentiles, and one idle-CPU row per strategy.
+/// Checks the rows of the wake and idle parts: one shm (waiting with `wait`), with `block` also
+/// one shm `async` (an AsyncSubscriber), and one UDS wake-up latency row with ordered
+/// percentiles, and one idle-CPU row per strategy.
 fn check_wake_and_idle(rows: &[Value], wait: &str) {
     let mut wake = BTreeSet::new();
+    let mut shm_waits = Vec::new();
     let mut idle = Vec::new();
     for v in rows {
         assert!(v.get("pinned").and_then(Value::as_bool).is_some(), "{v}");
@@ -291,7 +293,7 @@ fn check_wake_and_idle(rows: &[Value], wait: &str) {
                 );
                 let transport = text(v, "transport");
                 if transport == "shm" {
-                    assert_eq!(text(v, "wait"), wait, "{v}");
+                    shm_waits.push(text(v, "wait"));
                     assert_eq!(text(v, "reader"), "rust", "{v}");
                     positive(v, "p50_vs_uds");
                     positive(v, "p99_vs_uds");
@@ -321,6 +323,12 @@ fn check_wake_and_idle(rows: &[Value], wait: &str) {
         wake,
         BTreeSet::from(["shm".to_owned(), "uds-stream".to_owned()])
     );
+    let expected: &[&str] = if wait == "block" {
+        &[wait, "async"]
+    } else {
+        &[wait]
+    };
+    assert_eq!(shm_waits, expected);
     assert_eq!(idle, ["spin", "yield", "backoff", "block"]);
 }
 

@@ -111,6 +111,8 @@ pub struct Setup {
     pub capacity: u64,
     /// shm: a lossless segment whose reader registers.
     pub lossless: bool,
+    /// shm: the reader is an `AsyncSubscriber` (label `async`).
+    pub asynch: bool,
     /// shm: the peer receives up to this many messages per batched call.
     pub batch: Option<u16>,
     /// Sockets and pipes: busy-poll non-blocking descriptors.
@@ -125,6 +127,7 @@ impl Setup {
             wait: None,
             capacity,
             lossless: false,
+            asynch: false,
             batch: None,
             nonblocking: false,
         }
@@ -134,6 +137,7 @@ impl Setup {
     /// / `block` for the descriptors.
     pub fn wait_label(&self) -> &'static str {
         match self.transport {
+            Transport::Shm if self.asynch => "async",
             Transport::Shm => self.wait.map_or("spin", WaitStrategy::name),
             _ if self.nonblocking => "spin",
             _ => "block",
@@ -174,6 +178,7 @@ pub fn connect(
     spec.link.read = Some(name);
     spec.link.wait = setup.wait;
     spec.link.lossless = setup.lossless;
+    spec.link.asynch = setup.asynch;
     spec.link.batch = setup.batch;
     let reply = (role == Role::Pong).then(|| sys::segment_name("pong"));
     spec.link.reply = reply.clone();
@@ -200,7 +205,10 @@ pub fn open(spec: &PeerSpec, spin: Spinner) -> Result<AnyLink> {
         Some(name) => Some(create(name, crate::measure::pingpong::CAPACITY, false)?),
         None => None,
     };
-    let link = ShmLink::new(spec.size, tx, Some(rx));
+    let mut link = ShmLink::new(spec.size, tx, Some(rx));
+    if spec.link.asynch {
+        link = link.asynchronous()?;
+    }
     Ok(AnyLink::Shm(match spec.link.batch {
         Some(batch) => link.batched(batch),
         None => link,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use shmcast::{Publisher, Received, RecvError, StartAt, Subscriber, WaitStrategy};
+use shmcast::{AsyncSubscriber, Publisher, Received, RecvError, StartAt, Subscriber, WaitStrategy};
 
 use super::{Got, Link};
 use crate::payload::Payload;
@@ -120,9 +120,40 @@ impl Waiter {
     }
 }
 
+/// A reader's subscriber: used directly, or as an `AsyncSubscriber` awaited on a
+/// current-thread tokio runtime (see [`ShmLink::asynchronous`]).
+enum Sub {
+    Plain(Subscriber),
+    Async(Box<(AsyncSubscriber, tokio::runtime::Runtime)>),
+}
+
+/// Receives the next message into `buf` with the async subscriber, in slices of at most
+/// [`BLOCKING_SLICE`] so that the run's deadline and an interruption are noticed.
+fn recv_async(
+    asynch: &mut (AsyncSubscriber, tokio::runtime::Runtime),
+    buf: &mut Vec<u8>,
+    spin: &Spinner,
+) -> Result<std::result::Result<Received, u64>> {
+    let (sub, runtime) = asynch;
+    loop {
+        match runtime.block_on(async { tokio::time::timeout(BLOCKING_SLICE, sub.recv(buf)).await })
+        {
+            Err(_elapsed) => spin.check()?,
+            Ok(Ok(seq)) => {
+                return Ok(Ok(Received {
+                    seq,
+                    len: buf.len(),
+                }))
+            }
+            Ok(Err(RecvError::Lagged { missed })) => return Ok(Err(missed)),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
 /// The reading half of an [`ShmLink`].
 struct Reader {
-    sub: Subscriber,
+    sub: Sub,
     waiter: Waiter,
     /// Receive buffer: `batch` messages.
     buf: Vec<u8>,
@@ -162,7 +193,7 @@ impl ShmLink {
             tx,
             payload: Payload::new(size),
             rx: rx.map(|(sub, waiter)| Reader {
-                sub,
+                sub: Sub::Plain(sub),
                 waiter,
                 buf: vec![0u8; size],
                 batch: 1,
@@ -189,6 +220,43 @@ impl ShmLink {
             .open(name)?;
         let waiter = Waiter::new(&mut sub, wait, spin);
         Ok((sub, waiter))
+    }
+
+    /// Reads with an `AsyncSubscriber` on a current-thread tokio runtime instead (one message
+    /// per call: not with [`Self::batched`]).
+    pub fn asynchronous(mut self) -> Result<Self> {
+        if let Some(rx) = self.rx.take() {
+            let Reader {
+                sub,
+                waiter,
+                buf,
+                batch,
+                out,
+                next,
+                offset,
+                calls,
+            } = rx;
+            let sub = match sub {
+                Sub::Plain(sub) => {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()?;
+                    Sub::Async(Box::new((AsyncSubscriber::new(sub)?, runtime)))
+                }
+                asynch => asynch,
+            };
+            self.rx = Some(Reader {
+                sub,
+                waiter,
+                buf,
+                batch,
+                out,
+                next,
+                offset,
+                calls,
+            });
+        }
+        Ok(self)
     }
 
     /// Receives up to `batch` messages per call of the batched receive API.
@@ -220,18 +288,22 @@ impl Link for ShmLink {
     fn recv(&mut self) -> Result<Got<'_>> {
         let rx = self.rx.as_mut().ok_or("this shm link has no subscriber")?;
         if rx.batch == 1 {
-            return Ok(match rx.waiter.recv(&mut rx.sub, &mut rx.buf)? {
+            let got = match &mut rx.sub {
+                Sub::Plain(sub) => rx.waiter.recv(sub, &mut rx.buf)?,
+                Sub::Async(asynch) => recv_async(asynch, &mut rx.buf, &rx.waiter.spin)?,
+            };
+            return Ok(match got {
                 Ok(r) => Got::Msg(Some(r.seq), &rx.buf[..r.len]),
                 Err(missed) => Got::Lost(missed),
             });
         }
         // A loop, not an `if`: a call that returns no message (never expected) calls again.
+        let Sub::Plain(sub) = &mut rx.sub else {
+            return Err("an async reader receives one message per call (no batch)".into());
+        };
         while rx.next == rx.out.len() {
             let max = rx.batch;
-            match rx
-                .waiter
-                .recv_batch(&mut rx.sub, &mut rx.buf, &mut rx.out, max)?
-            {
+            match rx.waiter.recv_batch(sub, &mut rx.buf, &mut rx.out, max)? {
                 Ok(n) => {
                     rx.calls += 1;
                     rx.out.truncate(n);
