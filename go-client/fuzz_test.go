@@ -162,8 +162,19 @@ func fuzzSeeds() map[string]string {
 
 	bad := segtest.NewHeap(4096)
 	bad.PublishPattern(10)
-	bad.Store(segtest.OffFlags, 2) // bit 0 is lossless mode; bit 1 is unknown
+	bad.Store(segtest.OffFlags, 4) // bit 0 is lossless mode, bit 1 gap records; bit 2 is unknown
 	segment("flags", bad.Mem)
+
+	gaps := segtest.NewHeap(4096)
+	gaps.Store(segtest.OffFlags, flagGaps)
+	for i := range 30 {
+		if i%4 == 1 {
+			gaps.PublishGap(uint64(1 + i%3))
+		} else {
+			gaps.PublishPattern(i * 7)
+		}
+	}
+	segment("gaps", gaps.Mem)
 	segment("truncated", few.Mem[:5000])
 	return seeds
 }
