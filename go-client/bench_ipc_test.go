@@ -244,7 +244,7 @@ type benchPublisher struct {
 }
 
 func newBenchPublisher(b *testing.B, capacity uint64) (*benchPublisher, string) {
-	w, path := fileSegment(b, capacity) // header initialised, nothing published
+	w, path := segtest.Temp(b, capacity) // header initialised, nothing published
 	return &benchPublisher{
 		mem:      w.Mem,
 		ring:     w.Mem[segtest.DataOffset:],

@@ -17,7 +17,7 @@ var benchSizes = []struct {
 }{{"64B", 64}, {"1KiB", 1024}, {"4KiB", 4096}}
 
 func benchReader(b *testing.B, size int) *Reader {
-	w, path := fileSegment(b, 1<<20)
+	w, path := segtest.Temp(b, 1<<20)
 	for w.Tail() < 3<<20 { // a few laps, so every record is a wrapped one
 		w.PublishPattern(size)
 	}
@@ -88,7 +88,7 @@ func BenchmarkReadZeroCopy(b *testing.B) {
 // one atomic load per word, or memmove then loadFence. The result decides
 // copyPayload (reader.go).
 func BenchmarkCopyStrategy(b *testing.B) {
-	w, _ := fileSegment(b, 1<<20)
+	w, _ := segtest.Temp(b, 1<<20)
 	src := w.Mem[segtest.DataOffset:]
 	intent := (*uint64)(unsafe.Pointer(&w.Mem[segtest.OffIntent]))
 	for _, s := range benchSizes {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/shmcast/shmcast/go-client/internal/segtest"
 )
 
 // TestConcurrentWriter runs the test writer in a goroutine against readers
@@ -13,7 +15,7 @@ import (
 // must match the pattern and received + missed must equal published.
 func TestConcurrentWriter(t *testing.T) {
 	const published = 20000
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 
 	type result struct {
 		name             string

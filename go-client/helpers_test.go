@@ -1,7 +1,6 @@
 package shmcast
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/shmcast/shmcast/go-client/internal/segtest"
@@ -26,19 +25,6 @@ func mustOpenMem(t testing.TB, w *segtest.Writer, start Start) *Reader {
 		t.Fatalf("open %v: %v", start, err)
 	}
 	return r
-}
-
-// fileSegment creates a segment file in a temp dir, mapped read-write for
-// the test writer; the reader maps it again read-only with OpenPath.
-func fileSegment(t testing.TB, capacity uint64) (*segtest.Writer, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "seg")
-	w, unmap, err := segtest.Create(path, capacity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(unmap)
-	return w, path
 }
 
 // drain reads with TryRead until ErrNoMessage, checking every payload

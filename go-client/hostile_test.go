@@ -36,7 +36,7 @@ func concurrentMutation(t *testing.T, lossless bool) {
 		w, path = losslessSegment(t, 4096, 4)
 		opts = append(opts, WithLossless())
 	} else {
-		w, path = fileSegment(t, 4096)
+		w, path = segtest.Temp(t, 4096)
 	}
 	for i := range 40 {
 		w.TryPublish(segtest.Pattern(w.NextSeq(), i*13%900))
@@ -174,7 +174,7 @@ func TestTruncatedUnderReader(t *testing.T) {
 		t.Skip("under the race detector atomic loads fault inside its runtime, which cannot recover")
 	}
 	for _, form := range []string{"TryRead", "TryReadFunc", "Read", "ReadFunc"} {
-		w, path := fileSegment(t, 1<<16)
+		w, path := segtest.Temp(t, 1<<16)
 		for range 10 {
 			w.PublishPattern(500)
 		}
@@ -214,7 +214,7 @@ func TestTruncatedUnderReader(t *testing.T) {
 	}
 	// A panic of a ReadFunc callback that is not a fault on the mapping is
 	// passed on, and the Reader is not left busy.
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	w.PublishPattern(10)
 	w.PublishPattern(10)
 	r, err := OpenPath(path, WithStart(Beginning), WithFaultRecovery())

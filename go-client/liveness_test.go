@@ -14,7 +14,7 @@ import (
 )
 
 func TestProducerAlive(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	r, err := OpenPath(path)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestReadEndsWhenProducerDies(t *testing.T) {
 	for _, f := range blockingForms() {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
-			w, path := fileSegment(t, 4096)
+			w, path := segtest.Temp(t, 4096)
 			r, err := OpenPath(path, append([]Option{WithStart(Beginning)}, f.opts...)...)
 			if err != nil {
 				t.Fatal(err)
@@ -155,7 +155,7 @@ func TestReadEndsWhenProducerDies(t *testing.T) {
 // the reader had not seen when it found the lock free is still delivered
 // (the one more attempt after the liveness test).
 func TestProducerGoneLastMessage(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	r, err := OpenPath(path, WithStart(Beginning), WithWait(WaitSpin), withLiveEvery(time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestMessagesEndAtProducerExit(t *testing.T) {
 	for _, n := range []uint64{0, 1, 50, 2000} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			t.Parallel()
-			w, path := fileSegment(t, 4096)
+			w, path := segtest.Temp(t, 4096)
 			r, err := OpenPath(path, WithStart(Beginning))
 			if err != nil {
 				t.Fatal(err)
@@ -296,7 +296,7 @@ func TestProducerGoneReplaced(t *testing.T) {
 // TestTryReadMakesNoLivenessTest: the non-blocking reads keep reporting
 // ErrNoMessage for a dead producer (they make no system call).
 func TestTryReadMakesNoLivenessTest(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	r, err := OpenPath(path)
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +314,7 @@ func TestTryReadMakesNoLivenessTest(t *testing.T) {
 // Any reader may take a read lock on the liveness byte; that must not make a
 // dead producer look alive (docs/SECURITY.md).
 func TestReadLockDoesNotFakeALiveProducer(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	r, err := OpenPath(path)
 	if err != nil {
 		t.Fatal(err)

@@ -186,7 +186,7 @@ func TestRegisterSlots(t *testing.T) {
 }
 
 func TestRegisterNotLossless(t *testing.T) {
-	_, path := fileSegment(t, 4096)
+	_, path := segtest.Temp(t, 4096)
 	_, err := OpenPath(path, WithLossless())
 	var re *RegisterError
 	if !errors.Is(err, ErrNotLossless) || !errors.As(err, &re) || re.Slots != 0 ||

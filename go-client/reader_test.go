@@ -306,7 +306,7 @@ func TestZeroAllocs(t *testing.T) {
 }
 
 func TestCloseIdempotent(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	w.PublishPattern(10)
 	r, err := OpenPath(path)
 	if err != nil {
@@ -335,7 +335,7 @@ func TestCloseIdempotent(t *testing.T) {
 }
 
 func TestCloseUnblocksRead(t *testing.T) {
-	_, path := fileSegment(t, 4096)
+	_, path := segtest.Temp(t, 4096)
 	r, err := OpenPath(path, WithPollInterval(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +360,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 // TestCloseInsideCallback closes the Reader while the callback still holds
 // a slice of the mapping: the unmapping must wait until the callback is done.
 func TestCloseInsideCallback(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	w.PublishPattern(300)
 	w.PublishPattern(300)
 	r, err := OpenPath(path, WithStart(Beginning))
@@ -473,7 +473,7 @@ func TestCopyStrategiesAgree(t *testing.T) {
 // TestDroppedReaderIsUnmapped checks that a Reader that is never closed
 // does not keep its mapping once it is garbage.
 func TestDroppedReaderIsUnmapped(t *testing.T) {
-	_, path := fileSegment(t, 4096)
+	_, path := segtest.Temp(t, 4096)
 	countMaps := func() int {
 		maps, err := os.ReadFile("/proc/self/maps")
 		if err != nil {

@@ -251,7 +251,7 @@ func (r *Reader) peek() (off, n uint64, err error) {
 			// Load the next cache line too, so that a reader that has
 			// caught up fetches the second line of a message while it
 			// waits rather than after seeing the commit (as the Rust
-			// reader does; docs/BENCHMARKS.md).
+			// reader does; docs/PERFORMANCE-LOG.md).
 			_ = r.ringWord((pos | (cacheLine - 1)) + 1)
 			return 0, 0, ErrNoMessage
 		}
@@ -320,7 +320,7 @@ func (r *Reader) confirm(n uint64) error {
 // Plain memmove plus loadFence, rather than one atomic load per word
 // (copyWordsAtomic): memmove uses wide vector loads, which the atomic copy
 // cannot, and is much faster from 1 KiB up (BenchmarkCopyStrategy;
-// docs/BENCHMARKS.md). The zero-copy callback needs loadFence anyway, so the
+// docs/PERFORMANCE-LOG.md). The zero-copy callback needs loadFence anyway, so the
 // faster copy adds no new mechanism.
 func (r *Reader) copyPayload(dst []byte, off uint64) {
 	start := off + recordHead

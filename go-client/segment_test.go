@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shmcast/shmcast/go-client/internal/segtest"
 )
 
 // TestSegmentPath: the naming rule shared with the Rust library and CLI
@@ -92,7 +94,7 @@ func TestNameErrorMessage(t *testing.T) {
 // TestOpenNameForms opens one segment file through each form of path that
 // Open accepts, and checks the errors of paths that name no segment.
 func TestOpenNameForms(t *testing.T) {
-	_, path := fileSegment(t, 4096)
+	_, path := segtest.Temp(t, 4096)
 	dir := filepath.Dir(path)
 	t.Chdir(dir)
 	for _, name := range []string{path, "./seg", "../" + filepath.Base(dir) + "/seg", dir + "//seg"} {
@@ -193,7 +195,7 @@ func TestOpenNotARegularFile(t *testing.T) {
 // shared-memory name is never followed (Rust refuses it too); a path given
 // to OpenPath is the caller's choice and is followed.
 func TestOpenRefusesSymlinkInShm(t *testing.T) {
-	_, target := fileSegment(t, 4096)
+	_, target := segtest.Temp(t, 4096)
 	name := fmt.Sprintf("shmcast-go-link-%d", os.Getpid())
 	link := ShmDir + "/" + name
 	if err := os.Symlink(target, link); err != nil {

@@ -49,7 +49,7 @@ func TestWaitStrategyNames(t *testing.T) {
 	if zero.wait != WaitBlock {
 		t.Error("the default strategy is not WaitBlock")
 	}
-	_, path := fileSegment(t, 4096)
+	_, path := segtest.Temp(t, 4096)
 	if _, err := OpenPath(path, WithWait(WaitStrategy(-1))); err == nil {
 		t.Error("opened with an invalid strategy")
 	}
@@ -101,7 +101,7 @@ func TestEachStrategyDelivers(t *testing.T) {
 	const n = 1500
 	for _, s := range allStrategies {
 		t.Run(s.String(), func(t *testing.T) {
-			w, path := fileSegment(t, 1<<20)
+			w, path := segtest.Temp(t, 1<<20)
 			r, err := OpenPath(path, WithStart(Beginning), WithWait(s), longPark)
 			if err != nil {
 				t.Fatal(err)
@@ -189,7 +189,7 @@ func waitParked(t *testing.T, w *segtest.Writer, r *Reader, addr unsafe.Pointer)
 // only the producer's wake-up can do it) and receive every message.
 func TestBurstAfterIdleWakesAll(t *testing.T) {
 	const readers, burst = 4, 400
-	w, path := fileSegment(t, 1<<20)
+	w, path := segtest.Temp(t, 1<<20)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	type result struct{ received, missed uint64 }
@@ -245,7 +245,7 @@ func TestBurstAfterIdleWakesAll(t *testing.T) {
 // TestNoWakeWithoutParkedReaders: the producer makes no futex call while
 // no reader is parked, and does after one parked.
 func TestNoWakeWithoutParkedReaders(t *testing.T) {
-	w, path := fileSegment(t, 1<<16)
+	w, path := segtest.Temp(t, 1<<16)
 	spin, err := OpenPath(path, WithStart(Beginning), WithWait(WaitSpin))
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +298,7 @@ func TestNoWakeWithoutParkedReaders(t *testing.T) {
 // every message.
 func TestReadOnlyReaderBlock(t *testing.T) {
 	const n = 500
-	w, path := fileSegment(t, 1<<20)
+	w, path := segtest.Temp(t, 1<<20)
 	r, err := OpenPath(path, WithStart(Beginning), withReadOnly())
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +353,7 @@ func TestReadOnlyReaderBlock(t *testing.T) {
 // TestReadDeadline: a deadline ends a parked read (and a read-only one)
 // with DeadlineExceeded in bounded time, with minute-long futex waits.
 func TestReadDeadline(t *testing.T) {
-	_, path := fileSegment(t, 4096)
+	_, path := segtest.Temp(t, 4096)
 	for _, ro := range []bool{false, true} {
 		opts := []Option{longPark}
 		if ro {
@@ -383,7 +383,7 @@ func TestReadDeadline(t *testing.T) {
 // kernel returns context.Canceled promptly: the futex wait would last a
 // minute, so this measures the AfterFunc's FUTEX_WAKE.
 func TestCancelParkedRead(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	for _, ro := range []bool{false, true} {
 		opts := []Option{longPark}
 		if ro {
@@ -419,7 +419,7 @@ func TestCancelParkedRead(t *testing.T) {
 // it with os.ErrClosed promptly, and both mappings are unmapped afterwards
 // (by the woken read, not under it).
 func TestCloseWakesParkedRead(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	r, err := OpenPath(path, longPark)
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +467,7 @@ func TestCloseWakesParkedRead(t *testing.T) {
 // read must end with os.ErrClosed or context.Canceled within the park
 // slice, and the race detector and the unmapping must stay quiet.
 func TestCloseAndCancelRace(t *testing.T) {
-	w, path := fileSegment(t, 4096)
+	w, path := segtest.Temp(t, 4096)
 	rng := rand.New(rand.NewPCG(3, 3))
 	for i := range 60 {
 		r, err := OpenPath(path, WithStart(Next))
@@ -517,7 +517,7 @@ func TestNoLostWakeups(t *testing.T) {
 		published = 1000
 	}
 	const readers = 3
-	w, path := fileSegment(t, 1<<16)
+	w, path := segtest.Temp(t, 1<<16)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	type result struct {
@@ -629,7 +629,7 @@ func cpuTime(t *testing.T) time.Duration {
 // all; cancellation releases them all promptly.
 func TestParkedReadsHoldThreads(t *testing.T) {
 	const n = 32
-	w, path := fileSegment(t, 1<<16)
+	w, path := segtest.Temp(t, 1<<16)
 	before := procThreads(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -752,7 +752,7 @@ func TestParkedReadAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	w, path := fileSegment(t, 1<<20)
+	w, path := segtest.Temp(t, 1<<20)
 	r, err := OpenPath(path, WithStart(Next), longPark)
 	if err != nil {
 		t.Fatal(err)
@@ -799,7 +799,7 @@ func TestParkedReadAllocs(t *testing.T) {
 // kernel (futex wake-up and rescheduling of the reading thread), one
 // message at a time; the p50 and p99 are reported.
 func BenchmarkWakeLatency(b *testing.B) {
-	w, path := fileSegment(b, 1<<20)
+	w, path := segtest.Temp(b, 1<<20)
 	r, err := OpenPath(path, WithStart(Next), longPark)
 	if err != nil {
 		b.Fatal(err)
@@ -841,7 +841,7 @@ func BenchmarkWakeLatency(b *testing.B) {
 // futex waits last a minute: a step that would sleep through a message
 // shows as a pause that takes seconds.
 func TestParkSteps(t *testing.T) {
-	w, path := fileSegment(t, 1<<16)
+	w, path := segtest.Temp(t, 1<<16)
 	r, err := OpenPath(path, WithStart(Next), longPark)
 	if err != nil {
 		t.Fatal(err)
@@ -934,7 +934,7 @@ func TestRelayWakesEveryParkedReader(t *testing.T) {
 		t.Skip("no futex")
 	}
 	const n = 12
-	w, path := fileSegment(t, 1<<16)
+	w, path := segtest.Temp(t, 1<<16)
 	done := make(chan error, n)
 	var readers []*Reader
 	for i := 0; i < n; i++ {
@@ -988,7 +988,7 @@ func TestThrottledProducerBoundsTheWait(t *testing.T) {
 	if !futexSupported {
 		t.Skip("no futex")
 	}
-	w, path := fileSegment(t, 1<<16)
+	w, path := segtest.Temp(t, 1<<16)
 	throttle := (*uint32)(unsafe.Pointer(&w.Mem[offWakeThrottle]))
 	parked := (*uint32)(unsafe.Pointer(&w.Mem[segtest.OffParked]))
 	atomic.StoreUint32(throttle, 1)

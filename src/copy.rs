@@ -13,7 +13,7 @@ pub(crate) fn copy_out(words: &[AtomicU64], dst: &mut [u8]) {
     let full = dst.len() / 8;
     let (whole, rest) = dst.split_at_mut(full * 8);
     // Four words per step: atomic loads are never merged into vector loads, so at least keep
-    // the loop overhead small (criterion's read/copy; docs/BENCHMARKS.md).
+    // the loop overhead small (criterion's read/copy; docs/PERFORMANCE-LOG.md).
     let mut blocks = whole.chunks_exact_mut(32);
     let mut fours = words[..full].chunks_exact(4);
     for (block, four) in (&mut blocks).zip(&mut fours) {

@@ -125,8 +125,8 @@ pub(crate) struct Ring<'a> {
     data: &'a [AtomicU64],
     /// `capacity - 1`. The capacity and the largest payload are derived from it when needed
     /// rather than stored: a `Ring` is built on every publish and read, and a smaller one
-    /// leaves more registers to the hot path (docs/BENCHMARKS.md, "The publish and read paths
-    /// themselves").
+    /// leaves more registers to the hot path (docs/PERFORMANCE-LOG.md, "The publish and read
+    /// paths themselves").
     mask: u64,
 }
 
@@ -372,10 +372,10 @@ impl<'a> Ring<'a> {
     ///
     /// Evicting means moving `head` to the first record at or after `intent - capacity`. Found
     /// by walking the old records one by one, that is a chain of dependent loads through lines
-    /// written a lap ago, which was a large share of a small publish (docs/BENCHMARKS.md,
-    /// "Performance log"). So the producer keeps marks, positions where it started records a
-    /// lap ago, and announces `intent = mark + capacity` for the furthest mark that fits: that
-    /// mark is then exactly the new `head`, with no walk. In rings up to 64 MiB marks are a
+    /// written a lap ago, which was a large share of a small publish (docs/PERFORMANCE-LOG.md).
+    /// So the producer keeps marks, positions where it started records a lap ago, and
+    /// announces `intent = mark + capacity` for the furthest mark that fits: that mark is then
+    /// exactly the new `head`, with no walk. In rings up to 64 MiB marks are a
     /// quarter stride apart, plus at most one record, so one fits every window unless records
     /// are longer than about three quarters of a stride. Otherwise (long records, larger rings,
     /// the first lap, where nothing is evicted) it announces `limit + stride` and walks from
@@ -505,8 +505,8 @@ impl<'a> Ring<'a> {
     /// (it read it a lap ago, or is just behind). Without the hint the store that overwrites
     /// it waits for that core to give the line up, and stores drain in order, so each such
     /// wait stalls the producer; a subscriber made the producer up to four times slower this
-    /// way (docs/BENCHMARKS.md). Fetched a kilobyte ahead, the line has arrived by the time it
-    /// is written. The per-publish limit keeps a large message from paying for dozens of
+    /// way (docs/PERFORMANCE-LOG.md). Fetched a kilobyte ahead, the line has arrived by the time
+    /// it is written. The per-publish limit keeps a large message from paying for dozens of
     /// prefetches: prefetching all 65 lines of a 4 KiB message made a lone producer slower.
     #[inline]
     fn prefetch_ahead(
@@ -872,8 +872,7 @@ impl<'a> Ring<'a> {
     /// was then fetched only after the commit was seen: two cache misses one after the other.
     /// Loading the second line on every empty poll has the reader fetch it while it waits,
     /// alongside the first. That shortened the 64-byte ping-pong and cost no throughput
-    /// (docs/BENCHMARKS.md, "Performance log"). A `PREFETCHT0` did the same; a load needs no
-    /// `unsafe`.
+    /// (docs/PERFORMANCE-LOG.md). A `PREFETCHT0` did the same; a load needs no `unsafe`.
     ///
     /// Skipped in loom models: a load whose value is ignored changes no outcome, and would
     /// only multiply the interleavings to explore.
@@ -1283,8 +1282,8 @@ fn check_position(value: u64, problem: &'static str) -> Result<(), RecvError> {
 /// reader that has caught up is polling (prefetching it only takes the line from that reader,
 /// which fetches it straight back), and never behind the tail on lines this publish has just
 /// written. It pays off when consumers on other cores hold the lines the producer is about to
-/// write, and costs a lone producer a little; docs/BENCHMARKS.md has both. Below 512 bytes it
-/// changes nothing.
+/// write, and costs a lone producer a little; docs/PERFORMANCE-LOG.md has both. Below 512
+/// bytes it changes nothing.
 #[inline]
 fn prefetch_window(from: u64, to: u64, span: u64, announced: u64) -> (u64, u64) {
     let distance = PREFETCH_DISTANCE.max(2 * span);
