@@ -190,7 +190,18 @@ impl Bridge {
 }
 
 impl Drop for Bridge {
+    /// SIGTERM, so an importer removes its segment; SIGKILL if it has not ended after 3 s.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         self.kill();
     }
 }
@@ -310,7 +321,7 @@ fn go_build(module: &Path, pkg: &str, name: &str) -> PathBuf {
     if let Some((_, p)) = builds.iter().find(|(n, _)| n == name) {
         return p.clone();
     }
-    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let status = Command::new("go")
         .args(["build", "-o"])
         .arg(&out)
