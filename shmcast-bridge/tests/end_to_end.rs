@@ -28,6 +28,8 @@ struct Outcome {
     go: Read,
     /// The Go example consumer's summary (reading the subject with nats.go).
     consumer: serde_json::Value,
+    /// The exporter's and importer's log lines.
+    log: String,
 }
 
 fn run(s: &Scenario) -> Outcome {
@@ -92,6 +94,9 @@ fn run(s: &Scenario) -> Outcome {
         exporter = Bridge::start(&export_args, &log);
     }
     importer.wait_for("last_seq", s.count, Duration::from_secs(60));
+    // The exporter's counters as of its end: a line printed after everything was accounted.
+    exporter.wait_for("last_seq", s.count, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
     let rust = rust.join().expect("the Rust reader on B");
     let go = finish_go_tail(go);
     let consumer = finish_go_consumer(consumer);
@@ -101,6 +106,7 @@ fn run(s: &Scenario) -> Outcome {
         rust,
         go,
         consumer,
+        log: std::fs::read_to_string(&log).unwrap_or_default(),
     };
     eprintln!(
         "{}: import {} export {} rust {:?} go {:?} go-consumer {}",
@@ -158,6 +164,7 @@ fn core_nats_counts_every_loss_across_a_server_kill() {
     };
     let o = run(&s);
     assert_accounted(&s, &o);
+    assert!(o.log.contains("disconnected from"), "{}", o.log);
     // The exporter's report of what it did not send travels on the next message; when that
     // message is lost too, its report counts as transit loss: the split can only move that way.
     let export_lost = n(&o.export, "lost_upstream") + n(&o.export, "oversize");
@@ -208,9 +215,7 @@ fn jetstream_loses_nothing_across_a_server_kill() {
     let o = run(&s);
     assert_accounted(&s, &o);
     assert_eq!(n(&o.import, "received"), s.count, "{}", o.import);
-    assert!(
-        n(&o.export, "resent") > 0,
-        "the kill cost no re-send: {}",
-        o.export
-    );
+    // The kill happened while both were connected (whether it caught a message unacknowledged,
+    // and so a re-send, depends on timing: `resent` is often 4096, sometimes 0).
+    assert!(o.log.contains("disconnected from"), "{}", o.log);
 }
