@@ -1,5 +1,6 @@
 //! Connecting to NATS: forever, with back-off, logging every connection event.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ pub async fn connect(
     let shown = url.to_owned();
     let (connections, watcher) = watch::channel(0u64);
     let connections = Arc::new(connections);
+    let quiet = Arc::new(AtomicBool::new(false));
     let client = ConnectOptions::new()
         .name(name)
         .no_echo()
@@ -60,13 +62,23 @@ pub async fn connect(
         .event_callback(move |event| {
             let url = shown.clone();
             let connections = Arc::clone(&connections);
+            let quiet = Arc::clone(&quiet);
             async move {
                 match event {
                     Event::Connected => {
                         log!("connected to {url}");
+                        quiet.store(false, Ordering::Relaxed);
                         connections.send_modify(|n| *n += 1);
                     }
                     Event::Disconnected => log!("disconnected from {url}; reconnecting"),
+                    // Every failed attempt of a reconnection reports one: the first is enough.
+                    Event::ClientError(e) => {
+                        if !quiet.swap(true, Ordering::Relaxed) {
+                            log!(
+                                "NATS client error with {url}: {e} (not repeated until connected)"
+                            );
+                        }
+                    }
                     other => log!("NATS event from {url}: {other}"),
                 }
             }
@@ -86,7 +98,7 @@ pub async fn connect(
             }
             waited += 1;
             if waited.is_power_of_two() {
-                log!("cannot reach a NATS server at {url} yet ({waited} s); still trying");
+                log!("cannot reach a NATS server at {url} ({waited} s); still trying");
             }
         }
     });
