@@ -106,20 +106,10 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 impl Common {
     fn jetstream(&self, max_unacked: usize) -> Option<js::JetStreamArgs> {
         self.jetstream.then(|| js::JetStreamArgs {
-            stream: self.stream.clone().unwrap_or_else(|| {
-                let tail: String = self
-                    .subject
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                format!("SHMCAST_{tail}")
-            }),
+            stream: self
+                .stream
+                .clone()
+                .unwrap_or_else(|| format!("SHMCAST_{}", wire::token(&self.subject))),
             max_msgs: self.max_msgs,
             max_unacked,
         })

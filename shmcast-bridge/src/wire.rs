@@ -122,8 +122,13 @@ impl Frame {
 /// process id (what `shmcast inspect` shows). Letters, digits, `.`, `-` and `_` only, so it is a
 /// valid header value and NATS subject token.
 pub fn stream_id(host: &str, created_unix_ns: u64, producer_pid: u64) -> String {
-    let host: String = host
-        .chars()
+    format!("{}.{created_unix_ns}.{producer_pid}", token(host))
+}
+
+/// `s` with every character other than an ASCII letter, digit, `-` or `_` as `_`: one NATS
+/// subject token, a JetStream stream name, a header value.
+pub fn token(s: &str) -> String {
+    s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -131,8 +136,7 @@ pub fn stream_id(host: &str, created_unix_ns: u64, producer_pid: u64) -> String 
                 '_'
             }
         })
-        .collect();
-    format!("{host}.{created_unix_ns}.{producer_pid}")
+        .collect()
 }
 
 /// This machine's host name (the kernel's), or `localhost` if it cannot be read.

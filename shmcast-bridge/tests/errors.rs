@@ -69,6 +69,22 @@ fn a_live_segment_of_another_producer_is_not_taken_over() {
     assert!(err.contains("cannot create segment"), "{err}");
 }
 
+/// Waits up to 10 s for `text` in the log file.
+fn wait_for_line(log: &std::path::Path, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = std::fs::read_to_string(log).unwrap_or_default();
+        if got.contains(text) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in the log: {got}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn no_server_at_start_is_retried_and_logged_then_connects() {
     let dir = TempDir::new("noserver");
@@ -77,18 +93,7 @@ fn no_server_at_start_is_retried_and_logged_then_connects() {
     let log = dir.0.join("bridge.log");
     let url = format!("nats://127.0.0.1:{port}");
     let importer = Bridge::start(&["import", "--nats", &url, "--subject", "s", &name], &log);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("cannot reach a NATS server")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_line(&log, "cannot reach a NATS server");
     // The server comes up later on that port: the importer connects by itself.
     let mut child = Command::new(nats_server_bin())
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
@@ -96,18 +101,7 @@ fn no_server_at_start_is_retried_and_logged_then_connects() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("connected to")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_line(&log, "connected to");
     drop(importer);
     let _ = child.kill();
     let _ = child.wait();
