@@ -79,7 +79,11 @@ impl AsyncSubscriber {
         // subscriber, so it is dropped first (and `into_inner` drops it first): the mapping
         // outlives it, and moving the subscriber does not move the mapped memory.
         let attached = unsafe {
-            wait_hub::attach(mapping.file(), mapping.wake_words().wake_seq(), mapping.ring())
+            wait_hub::attach(
+                mapping.file(),
+                mapping.wake_words().wake_seq(),
+                mapping.ring(),
+            )
         };
         let attachment = attached.map_err(|source| Error::Io {
             action: "start waiting asynchronously on",

@@ -318,8 +318,7 @@ fn run(thread: &HubThread) {
                 }
                 let dead = seg.dead.load(Ordering::Relaxed);
                 seg.waiters.retain(|w| {
-                    let due =
-                        dead || moved || w.v != cur || w.deadline.is_some_and(|d| d <= now);
+                    let due = dead || moved || w.v != cur || w.deadline.is_some_and(|d| d <= now);
                     if due {
                         wake.push(w.waker.clone());
                     }
