@@ -77,3 +77,38 @@ pub(crate) fn write_range(words: &[AtomicU64], offset: usize, src: &[u8]) {
         i += n;
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_word_copies_and_writes_cover_every_offset_and_length() {
+        // copy_range backs MessageRef::read_at and write_range backs Claim::write_at: check every
+        // (offset, length) pair of a 40-byte payload against plain slices.
+        let bytes: Vec<u8> = (1..=40).collect();
+        let words: Vec<AtomicU64> = bytes
+            .chunks(8)
+            .map(|c| AtomicU64::new(u64::from_le_bytes(c.try_into().unwrap())))
+            .collect();
+        for offset in 0..=bytes.len() {
+            for len in 0..=bytes.len() - offset {
+                let mut dst = vec![0u8; len];
+                copy_range(&words, offset, &mut dst);
+                assert_eq!(
+                    dst,
+                    &bytes[offset..offset + len],
+                    "copy_range({offset}, {len})"
+                );
+
+                let target: Vec<AtomicU64> = (0..5).map(|_| AtomicU64::new(0)).collect();
+                write_range(&target, offset, &bytes[offset..offset + len]);
+                let mut back = vec![0u8; 40];
+                copy_out(&target, &mut back);
+                let mut expected = vec![0u8; 40];
+                expected[offset..offset + len].copy_from_slice(&bytes[offset..offset + len]);
+                assert_eq!(back, expected, "write_range({offset}, {len})");
+            }
+        }
+    }
+}

@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
+use crate::copy;
 use crate::error::Error;
 use crate::gate::{
     Gate, Patience, DEFAULT_MAX_BLOCK, DEFAULT_PROBE_INTERVAL, DEFAULT_READER_SLOTS,
 };
 use crate::registry::RegisteredReader;
-use crate::ring::{self, Reservation, Ring, WriterState};
+use crate::ring::{Reservation, Ring, WriterState};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
 use crate::wait::WakeState;
@@ -658,7 +659,7 @@ impl Claim<'_> {
             src.len(),
             self.len
         );
-        ring::write_range(self.words, offset, src);
+        copy::write_range(self.words, offset, src);
     }
 
     /// Writes a plain-old-data value at byte `offset`.

@@ -17,9 +17,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 
-// The publisher and subscriber copy through these too; under loom they are not built.
-#[cfg_attr(loom, allow(unused_imports))]
-pub(crate) use crate::copy::{copy_out, copy_range, write_range};
+use crate::copy::copy_out;
 use crate::error::RecvError;
 use crate::layout::{self, offset, record_span, NO_LATEST, PAD};
 use crate::sync::{fence, spin_hint, AtomicU64, Ordering, WritePrefetch};

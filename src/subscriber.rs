@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::cancel::{CancelWord, Canceller};
+use crate::copy;
 use crate::error::{Error, RecvError};
 use crate::registration::{RegisterError, Registration};
-use crate::ring::{self, ReaderState, Ring, StartAt};
+use crate::ring::{ReaderState, Ring, StartAt};
 use crate::segment::{self, Location, Mapping};
 use crate::sync::AtomicU64;
 use crate::wait::{self, WaitStrategy};
@@ -721,6 +722,7 @@ pub(crate) fn segment_info(mapping: &Mapping, path: PathBuf) -> SegmentInfo {
         head: snap.head,
         latest: snap.latest,
         lossless: registry.is_some(),
+        gap_records: id.flags & crate::layout::FLAG_GAPS != 0,
         reader_slots: registry.map_or(0, |r| r.len()),
         max_block: (registry.is_some() && id.max_block_ns != 0)
             .then(|| Duration::from_nanos(id.max_block_ns)),
@@ -840,7 +842,7 @@ fn read_pod<T: Pod>(ring: Ring<'_>, state: &mut ReaderState) -> Result<(u64, T),
         });
     }
     let mut value = T::zeroed();
-    ring::copy_out(ring.payload(&candidate), bytemuck::bytes_of_mut(&mut value));
+    copy::copy_out(ring.payload(&candidate), bytemuck::bytes_of_mut(&mut value));
     ring.confirm(state, &candidate)?;
     Ok((candidate.seq(), value))
 }
@@ -897,6 +899,9 @@ pub struct SegmentInfo {
     pub latest: Option<u64>,
     /// Whether the segment is lossless (subscribers may register).
     pub lossless: bool,
+    /// Whether the segment may hold gap records: losses before its messages reached it, which
+    /// subscribers get as [`RecvError::Lagged`] ([`crate::PublisherOptions::gap_records`]).
+    pub gap_records: bool,
     /// Number of reader slots (0 on a lossy segment).
     pub reader_slots: usize,
     /// How long a registered reader may hold the producer back before it is evicted (`None`:
@@ -980,7 +985,7 @@ impl MessageRef<'_> {
     /// Copies the first `min(len, dst.len())` bytes into `dst` and returns how many.
     pub fn copy_to(&self, dst: &mut [u8]) -> usize {
         let n = self.len.min(dst.len());
-        ring::copy_out(self.words, &mut dst[..n]);
+        copy::copy_out(self.words, &mut dst[..n]);
         n
     }
 
@@ -989,7 +994,7 @@ impl MessageRef<'_> {
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> bool {
         match offset.checked_add(dst.len()) {
             Some(end) if end <= self.len => {
-                ring::copy_range(self.words, offset, dst);
+                copy::copy_range(self.words, offset, dst);
                 true
             }
             _ => false,
@@ -1005,7 +1010,7 @@ impl MessageRef<'_> {
     /// A copy of the whole message.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0u8; self.len];
-        ring::copy_out(self.words, &mut v);
+        copy::copy_out(self.words, &mut v);
         v
     }
 }

@@ -1,6 +1,7 @@
 //! `PublisherOptions::membarrier` and `PublisherOptions::write_prefetch`: the switches that
 //! the environment variables `SHMCAST_NO_MEMBARRIER` and `SHMCAST_NO_PREFETCH` also turn off.
-//! (The environment variables themselves: `tests/multiprocess.rs`, `parked_consumers_…`.)
+//! (The environment variables themselves: `tests/multiprocess.rs`, `parked_consumers_…`.) And
+//! `PublisherOptions::gap_records`.
 
 use std::time::Duration;
 
@@ -106,4 +107,49 @@ fn without_write_prefetch_publishing_is_unchanged() {
             assert_eq!(buf, payload, "prefetch {prefetch}");
         }
     }
+}
+
+/// `PublisherOptions::gap_records`: off by default, where `publish_gap` is refused and nothing is
+/// written; on, `info()` says so and a subscriber gets the gap as `Lagged`, with the sequence
+/// numbers it stands for skipped.
+#[test]
+fn gap_records_are_off_by_default_and_reported_when_on() {
+    let (name, _cleanup) = shm_name("gaps-off");
+    let mut publisher = Publisher::options().capacity(4096).create(&name).unwrap();
+    let subscriber = Subscriber::open(&name, StartAt::Beginning).unwrap();
+    assert!(!subscriber.info().gap_records);
+    assert!(matches!(
+        publisher.publish_gap(3),
+        Err(shmcast::Error::InvalidOption {
+            option: "gap_records",
+            ..
+        })
+    ));
+    assert_eq!(publisher.next_seq(), 1);
+
+    let (name, _cleanup) = shm_name("gaps-on");
+    let mut publisher = Publisher::options()
+        .capacity(4096)
+        .gap_records(true)
+        .create(&name)
+        .unwrap();
+    let mut subscriber = Subscriber::open(&name, StartAt::Beginning).unwrap();
+    assert!(subscriber.info().gap_records);
+    publisher.publish_gap(0).unwrap(); // nothing lost, nothing recorded
+    publisher.publish_gap(4).unwrap();
+    assert_eq!(publisher.publish(b"five").unwrap(), 5);
+    let mut buf = Vec::new();
+    assert_eq!(
+        subscriber.try_recv(&mut buf),
+        Err(shmcast::RecvError::Lagged { missed: 4 })
+    );
+    assert_eq!(subscriber.try_recv(&mut buf), Ok(5));
+    assert_eq!(buf, b"five");
+    assert!(matches!(
+        publisher.publish_gap(u64::MAX),
+        Err(shmcast::Error::InvalidOption {
+            option: "missed",
+            ..
+        })
+    ));
 }

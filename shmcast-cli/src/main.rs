@@ -569,6 +569,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
             "latest": info.latest,
             "intent": info.intent,
             "lossless": info.lossless,
+            "gap_records": info.gap_records,
             "reader_slots": info.reader_slots,
             "max_block_ns": info.max_block.map(|d| d.as_nanos() as u64),
             "evictions": info.evictions,
@@ -665,6 +666,12 @@ fn inspect(args: InspectArgs) -> Result<()> {
                     r.lag_bytes
                 )?;
             }
+        }
+        if info.gap_records {
+            writeln!(
+                out,
+                "gap records     yes: losses before messages reached this segment are reported as lagged"
+            )?;
         }
     }
     Ok(())

@@ -344,6 +344,7 @@ fn inspect_reports_the_header_as_json_and_as_text() {
     assert!(info["created_unix_ns"].as_u64().unwrap() > 0, "{info}");
     // The publisher has exited; it published, so it left a time behind.
     assert_eq!(info["producer_alive"], false, "{info}");
+    assert_eq!(info["gap_records"], false, "{info}");
     let last_publish = info["last_publish_unix_ns"].as_u64().unwrap();
     assert!(
         last_publish >= info["created_unix_ns"].as_u64().unwrap(),
@@ -363,6 +364,7 @@ fn inspect_reports_the_header_as_json_and_as_text() {
             "created_unix_ns",
             "epoch",
             "evictions",
+            "gap_records",
             "head",
             "intent",
             "last_publish_unix_ns",
