@@ -13,16 +13,11 @@ import (
 // tryReadGuarded is tryRead, then exit, with SIGBUS turned into an error
 // (WithFaultRecovery).
 func (r *Reader) tryReadGuarded(buf []byte) (m Message, err error) {
-	old, done := debug.SetPanicOnFault(true), false
-	defer func() {
-		if !done {
-			err = r.fault(recover())
-		}
-		debug.SetPanicOnFault(old)
-		r.exit()
-	}()
-	m, err = r.tryRead(buf)
-	done = true
+	err = r.guarded(func() error {
+		var readErr error
+		m, readErr = r.tryRead(buf)
+		return readErr
+	})
 	return m, err
 }
 

@@ -225,18 +225,8 @@ impl ShmLink {
     /// Reads with an `AsyncSubscriber` on a current-thread tokio runtime instead (one message
     /// per call: not with [`Self::batched`]).
     pub fn asynchronous(mut self) -> Result<Self> {
-        if let Some(rx) = self.rx.take() {
-            let Reader {
-                sub,
-                waiter,
-                buf,
-                batch,
-                out,
-                next,
-                offset,
-                calls,
-            } = rx;
-            let sub = match sub {
+        if let Some(mut rx) = self.rx.take() {
+            rx.sub = match rx.sub {
                 Sub::Plain(sub) => {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_time()
@@ -245,16 +235,7 @@ impl ShmLink {
                 }
                 asynch => asynch,
             };
-            self.rx = Some(Reader {
-                sub,
-                waiter,
-                buf,
-                batch,
-                out,
-                next,
-                offset,
-                calls,
-            });
+            self.rx = Some(rx);
         }
         Ok(self)
     }
